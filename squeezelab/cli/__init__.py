@@ -1,0 +1,52 @@
+"""The ``squeezelab`` command. Each ``*_cmd.py`` module in this package adds subcommands.
+
+A command module defines ``register(subparsers)``; each subcommand sets ``func`` (taking the parsed
+arguments, returning an exit code or None) with ``parser.set_defaults(func=...)``. Command modules
+import torch and the heavy parts of the library inside ``func`` so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from squeezelab.errors import SqueezelabError
+
+EXIT_USER_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (naming the valid choices) and exit code 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="squeezelab", description=__doc__.splitlines()[0].replace("``", ""))
+    from squeezelab import __version__
+
+    parser.add_argument("--version", action="version", version=f"squeezelab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd")):
+        importlib.import_module(f"{__name__}.{mod}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except SqueezelabError as err:
+        print(f"squeezelab {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"squeezelab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
