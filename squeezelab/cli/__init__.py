@@ -25,7 +25,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="squeezelab", description=__doc__.splitlines()[0].replace("``", ""))
+    parser = OneLineParser(
+        prog="squeezelab",
+        description="SqueezeNet (Iandola et al.) and its reproductions: build, train, evaluate, convert.",
+    )
     from squeezelab import __version__
 
     parser.add_argument("--version", action="version", version=f"squeezelab {__version__}")
