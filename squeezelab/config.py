@@ -1,11 +1,24 @@
-"""Configuration: parsing ``--set key=value`` overrides (shared by every CLI command).
+"""Configuration: frozen dataclasses for a training run, and ``--set key=value`` parsing.
 
-Values are parsed as YAML scalars, so ``--set sr=0.5`` gives a float, ``--set bn_fire=true`` a bool
-and ``--set bypass=simple`` a string; dotted keys (``optim.lr=0.1``) are kept as dotted strings for
-the caller to apply to its nested config.
+The one way in is ``load_config(path, overrides)``: load YAML -> apply dotted ``--set`` overrides
+(``optim.lr=0.1``, ``model.options.sr=0.25``) -> validate every key and type against the
+dataclasses below -> freeze. ``config_to_dict`` / ``dump_config`` give the resolved YAML back.
+
+Values given to ``--set`` are parsed as YAML scalars, so ``--set sr=0.5`` gives a float,
+``--set bn_fire=true`` a bool and ``--set bypass=simple`` a string.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -25,3 +38,232 @@ def parse_set_args(items: list[str] | None) -> dict[str, object]:
         except yaml.YAMLError:
             out[key] = raw
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The training config. Every field says its unit / allowed values; Literal types are checked.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "squeezenet1_1"
+    num_classes: int | None = None  # None: taken from the dataset
+    options: Mapping[str, Any] = field(default_factory=dict)  # passed to create_model as keywords
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    preset: str | None = None  # None: the dataset's default preset for this model
+    val_fraction: float = 0.0  # > 0: hold out this fraction of train for validation
+    val_split: str | None = None  # split evaluated each epoch when val_fraction == 0 (None: "test"/"val")
+    batch_size: int = 128  # images per optimizer step, summed over all processes
+    eval_batch_size: int | None = None  # None: 2 x batch_size
+    in_memory: bool = True
+    cache_dir: str | None = None
+    limit: int | None = None  # use only this many train and val images (seeded subset; smoke runs, tests)
+    workers: int | None = None  # DataLoader processes when in_memory is false; None: min(4, cpus)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw", "adabound"] = "sgd"
+    lr: float = 0.04  # peak learning rate (after warmup)
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = False
+    weight_decay: float = 2e-4  # L2 for sgd/adam/adabound, decoupled for adamw
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    final_lr: float = 0.1  # AdaBound: the SGD-like lr both bounds converge to
+    gamma: float = 1e-3  # AdaBound: convergence speed of the bounds (per step)
+    amsbound: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: Literal["fixed", "poly", "step", "plateau", "cosine", "onecycle"] = "fixed"
+    warmup_epochs: float = 0.0  # linear ramp from 0 to lr, in epochs (fractions allowed)
+    step_size: int = 30  # "step": epochs between decays
+    step_factor: float = 0.1  # "step": lr multiplier at each decay (report 001: divide by 10)
+    power: float = 1.0  # "poly": (1 - t/T)^power; 1.0 is the paper's linear decay to zero
+    plateau_patience: int = 3  # "plateau": epochs without val-loss improvement before a decay
+    plateau_factor: float = 0.5  # "plateau": lr multiplier at each decay (report 001: halve)
+    min_factor: float = 0.0  # floor of the lr multiplier for cosine/poly/onecycle
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    patience: int | None = None  # None: off. Epochs without top-5 improvement before stopping
+    top5_threshold: float = 0.0  # counting starts once val top-5 (a fraction) reaches this
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    label_smoothing: float = 0.0
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 where measured faster (see runtime)
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False  # torch.compile (opt-in: compile time dominates short runs)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    grad_clip: float | None = None  # max global grad norm; None: off
+    max_steps: int | None = None  # stop after this many optimizer steps in total (tests, smoke runs)
+    threads: int | None = None  # torch CPU threads; None: leave torch's default
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    runs_dir: str = "runs"
+    run_dir: str | None = None  # None: runs_dir/<date>-<time>-<model>-<dataset>-<hash>
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overriding, validating.
+# --------------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, object] | list[str] | None = None) -> RunConfig:
+    """YAML file (or None for the defaults) + dotted overrides -> a validated, frozen RunConfig."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    if isinstance(overrides, list):
+        overrides = parse_set_args(overrides)
+    return config_from_dict(apply_overrides(raw, overrides or {}))
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: Mapping, overrides: Mapping[str, object]) -> dict:
+    """Return a copy of ``raw`` with ``{"optim.lr": 0.1}``-style dotted keys set (dicts created)."""
+    out = json.loads(json.dumps(raw, default=list))  # deep copy of plain YAML data
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {dotted}: {'.'.join(parents[: i + 1])} is not a section")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def config_from_dict(raw: Mapping) -> RunConfig:
+    """Validate a nested plain dict against RunConfig (unknown key / wrong type -> ConfigError)."""
+    return _build(RunConfig, raw, prefix="")
+
+
+def _build(cls: type, raw: object, prefix: str):
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in raw if k not in names]
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!s}; valid keys at {where}: {', '.join(names)}")
+    kwargs = {k: _check(v, hints[k], f"{prefix}{k}") for k, v in raw.items()}
+    return cls(**kwargs)
+
+
+def _check(value: object, hint: object, key: str) -> object:
+    """Return ``value`` converted to ``hint`` (int -> float, list -> tuple) or raise ConfigError."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check(value, inner[0], key)
+    if origin is Literal:
+        if isinstance(value, bool) and ("off" in args):  # YAML 1.1 reads on/off as booleans
+            value = "on" if value else "off"
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise _type_error(key, f"a list of {len(args)} numbers", value)
+        return tuple(_check(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if hint is Mapping[str, Any] or origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise _type_error(key, "a mapping", value)
+        return types.MappingProxyType(dict(value))
+    return _check_scalar(value, hint, key)
+
+
+def _check_scalar(value: object, hint: object, key: str) -> object:
+    if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(key, "float", value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):  # bool is an int
+        raise _type_error(key, hint.__name__, value)
+    return value
+
+
+def _type_error(key: str, expected: str, value: object) -> ConfigError:
+    return ConfigError(f"{key}: expected {expected}, got {type(value).__name__} {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Dumping.
+# --------------------------------------------------------------------------------------------
+
+
+def config_to_dict(cfg: object) -> dict:
+    """A frozen config -> nested plain dict (tuples as lists), fit for YAML/JSON."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = config_to_dict(value)
+        elif isinstance(value, Mapping):
+            value = json.loads(json.dumps(dict(value)))
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML text (loading it back gives an equal RunConfig)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def config_hash(cfg: RunConfig, length: int = 6) -> str:
+    """Short stable hash of the config's content, ignoring where its output goes."""
+    data = config_to_dict(cfg)
+    data.pop("output", None)
+    blob = json.dumps(data, sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:length]

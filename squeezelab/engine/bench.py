@@ -1,0 +1,143 @@
+"""``bench_train``: training images/second of our pipeline vs a naive one, same model, same machine.
+
+- ours: the split as one in-memory uint8 tensor -> TensorLoader (batched slicing on the device) ->
+  the preset's batched augmentation -> autocast (bf16 where ``resolve_amp`` picks it) and
+  channels_last (where ``resolve_channels_last`` picks it).
+- naive (the torchvision tutorial way): a Dataset of PIL images -> per-sample transforms
+  (resize, pad-and-random-crop, flip, ToTensor, Normalize) -> torch DataLoader -> eager fp32 NCHW.
+
+Both run SGD steps (after warm-up steps), alternating in rounds; the throughput includes data loading.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from squeezelab import runtime
+
+WARMUP_STEPS = 3
+
+
+def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset: str | None = None,
+                options: dict | None = None, batch_size: int = 128, steps: int = 20, device: str = "auto",
+                amp: str = "auto", channels_last: str = "auto", workers: int | None = None,
+                rounds: int = 3) -> dict:
+    """-> {"ours": {...}, "naive": {...}, "ratio": ours/naive, ...} with images_per_second each.
+
+    The two pipelines run alternately in ``rounds`` chunks of steps/rounds steps and each reports its
+    median chunk throughput, so both see the same background load on a shared machine."""
+    from squeezelab.data import default_preset_for, get_preset, load_dataset
+
+    dev = runtime.choose_device(device)
+    preset = get_preset(preset or default_preset_for(dataset))
+    data = load_dataset(dataset, data_dir, "train", preset=preset.name)
+    dtype, cl = runtime.resolve_amp(amp, dev), runtime.resolve_channels_last(channels_last, dev)
+    workers = min(2, os.cpu_count() or 1) if workers is None else workers
+    ours = _ours(model, options or {}, data, preset, dev, batch_size, dtype, cl)
+    naive = _naive(model, options or {}, data, preset, dev, batch_size, workers)
+    chunk = max(1, steps // rounds)
+    results = {"ours": [], "naive": []}
+    for batches, step, _ in (ours, naive):
+        for _ in range(WARMUP_STEPS):
+            step(*next(batches))
+    for _ in range(rounds):
+        for name, (batches, step, _) in (("ours", ours), ("naive", naive)):
+            results[name].append(_timed(batches, step, chunk, batch_size, dev))
+    ips = {k: statistics.median(v) for k, v in results.items()}
+    return {"ours": {"images_per_second": ips["ours"], "settings": ours[2], "rounds": results["ours"]},
+            "naive": {"images_per_second": ips["naive"], "settings": naive[2], "rounds": results["naive"]},
+            "ratio": ips["ours"] / ips["naive"], "device": str(dev), "model": model, "dataset": dataset,
+            "input_size": preset.input_size, "batch_size": batch_size, "steps": chunk * rounds,
+            "torch_threads": torch.get_num_threads()}
+
+
+def _model(name: str, options: dict, num_classes: int, dev: torch.device, cl: bool) -> nn.Module:
+    from squeezelab.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model(name, num_classes=num_classes, **options).to(dev).train()
+    return m.to(memory_format=torch.channels_last) if cl else m
+
+
+def _timed(batches, step, n_steps: int, batch_size: int, dev: torch.device) -> float:
+    """Images/second over ``n_steps`` steps; ``batches`` yields forever."""
+    _sync(dev)
+    t = time.perf_counter()
+    for _ in range(n_steps):
+        step(*next(batches))
+    _sync(dev)
+    return n_steps * batch_size / (time.perf_counter() - t)
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _forever(make_iter):
+    while True:
+        yield from make_iter()
+
+
+def _sgd_step(model: nn.Module, dev: torch.device, dtype: torch.dtype | None):
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _ours(name, options, data, preset, dev, batch_size, dtype, cl):
+    """-> (batches, step, settings) of our pipeline."""
+    from squeezelab.data import TensorLoader
+
+    inner = _sgd_step(_model(name, options, data.num_classes, dev, cl), dev, dtype)
+    loader = TensorLoader(data.images, data.labels, batch_size, shuffle=True, drop_last=True, device=dev, seed=0)
+    gen = torch.Generator(dev).manual_seed(0)
+
+    def step(x, y):
+        x = preset.train(x, generator=gen)
+        inner(x.contiguous(memory_format=torch.channels_last) if cl else x, y)
+
+    settings = f"TensorLoader + batched {preset.name} preset, amp {dtype or 'off'}, channels_last {cl}"
+    return _forever(lambda: iter(loader)), step, settings
+
+
+def _naive(name, options, data, preset, dev, batch_size, workers):
+    """-> (batches, step, settings) of the torchvision-tutorial pipeline."""
+    inner = _sgd_step(_model(name, options, data.num_classes, dev, cl=False), dev, None)
+    loader = torch.utils.data.DataLoader(_PILDataset(data, preset), batch_size, shuffle=True, drop_last=True,
+                                         num_workers=workers, persistent_workers=workers > 0)
+    settings = f"PIL Dataset + per-sample transforms + DataLoader ({workers} workers), fp32 NCHW"
+    return _forever(lambda: iter(loader)), (lambda x, y: inner(x.to(dev), y.to(dev))), settings
+
+
+class _PILDataset(torch.utils.data.Dataset):
+    """The split as PIL images with torchvision per-sample transforms approximating ``preset.train``."""
+
+    def __init__(self, data, preset):
+        import torchvision.transforms as T
+        from torchvision.transforms.functional import to_pil_image
+
+        self.images = [to_pil_image(img) for img in data.images]
+        self.labels = data.labels.tolist()
+        size = preset.input_size
+        self.transform = T.Compose([T.Resize((size, size)), T.RandomCrop(size, padding=max(1, size // 8)),
+                                    T.RandomHorizontalFlip(), T.ToTensor(),
+                                    T.Normalize(preset.mean, preset.std)])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images[i]), self.labels[i]

@@ -1,0 +1,66 @@
+"""``evaluate_weights``: weights file / run folder + dataset -> top-1, top-5, loss (``squeezelab eval``).
+
+The model name, its options, num_classes and the preprocessing preset come from the weights' metadata
+when it has them (e.g. the authors' ``.net`` file says squeezenet1_0 in Caffe form with the ``caffe``
+preset: BGR, 0..255 minus the mean), otherwise from the command line and the dataset.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from squeezelab import runtime
+from squeezelab.errors import ConfigError
+
+
+def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None, split: str | None = None,
+                     model: str | None = None, preset: str | None = None, options: dict | None = None,
+                     batch_size: int = 256, device: str = "auto", amp: str = "auto") -> dict:
+    """-> {"top1", "top5", "loss", "n", "seconds", "model", "dataset", "split", "preset"} (fractions)."""
+    from squeezelab.data import default_preset_for, get_spec, load_dataset
+    from squeezelab.pretrained import load_weights
+
+    w = load_weights(weights)
+    name = _model_name(model, w.model_name)
+    preset = preset or w.preset or default_preset_for(dataset)
+    split = split or get_spec(dataset).heldout
+    data = load_dataset(dataset, data_dir, split, preset=preset)
+    net = _build(name, w, data.num_classes, options or {})
+    dev = runtime.choose_device(device)
+    t = time.perf_counter()
+    result = _run(net, data, preset, dev, batch_size, amp)
+    result["seconds"] = round(time.perf_counter() - t, 3)
+    return {**result, "model": name, "dataset": dataset, "split": split, "preset": preset}
+
+
+def _model_name(given: str | None, from_weights: str | None) -> str:
+    if given and from_weights and given != from_weights:
+        raise ConfigError(f"--model {given} but the weights are for {from_weights}")
+    if not (given or from_weights):
+        raise ConfigError("the weights do not name their model: pass --model")
+    return given or from_weights
+
+
+def _build(name: str, w, dataset_classes: int, options: dict) -> torch.nn.Module:
+    from squeezelab.models import create_model
+    from squeezelab.pretrained import load_into
+
+    num_classes = w.num_classes or dataset_classes
+    if dataset_classes > num_classes:
+        raise ConfigError(f"the dataset has {dataset_classes} classes but the weights only {num_classes}")
+    net = create_model(name, num_classes=num_classes, **{**dict(w.model_options), **options})
+    return load_into(net, w)
+
+
+def _run(net: torch.nn.Module, data, preset: str, device: torch.device, batch_size: int, amp: str) -> dict:
+    from squeezelab.data import get_preset
+    from squeezelab.engine.data_io import eval_loader
+    from squeezelab.engine.loop import evaluate
+
+    cl = runtime.resolve_channels_last("auto", device)
+    net = net.to(device)
+    net = net.to(memory_format=torch.channels_last) if cl else net
+    loader = eval_loader(data, batch_size, device, runtime.DistInfo())
+    return evaluate(net, loader, get_preset(preset), device, amp=amp, channels_last=cl)

@@ -1,0 +1,180 @@
+"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit`` (each fits on a screen).
+
+Determinism / exact resume: every epoch re-seeds torch's generator and the augmentation generator
+from (seed, epoch, rank) and the loader shuffles by (seed, epoch), so an epoch's randomness is a pure
+function of its index. A run resumed from the checkpoint written after epoch k therefore replays
+epochs k+1.. exactly as the uninterrupted run did (bit-identical on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from squeezelab import runtime
+from squeezelab.config import RunConfig
+from squeezelab.engine.metrics import Progress, Sums, topk_correct
+from squeezelab.errors import TrainingError
+
+
+@dataclass
+class StepOptions:
+    """How each step runs (resolved from the config for the device at hand)."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    grad_clip: float | None = None
+    max_steps: int | None = None  # global cap on optimizer steps
+    check_every: int = 25  # steps between host syncs that check the loss is finite
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _prepare_batch(x: torch.Tensor, fn: Callable, channels_last: bool, device: torch.device) -> torch.Tensor:
+    x = fn(x.to(device, non_blocking=True))
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    preset,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    *,
+    device: torch.device,
+    lr_at: Callable[[int], float],
+    start_step: int,
+    opts: StepOptions,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """One pass over ``loader``. ``lr_at(step)`` sets the lr before each step (schedules are pure
+    functions of the global step). Returns {"train_loss", "images", "steps", "lr"}; raises
+    TrainingError if the loss stops being finite (checked every ``opts.check_every`` steps)."""
+    model.train()
+    sums = Sums(["loss", "n"], device)
+    step, lr = start_step, float("nan")
+    batches = progress if progress is not None else loader
+    for x, y in batches:
+        if opts.max_steps is not None and step >= opts.max_steps:
+            break
+        lr = lr_at(step)
+        x = _prepare_batch(x, lambda b: preset.train(b, generator=generator), opts.channels_last, device)
+        y = y.to(device, non_blocking=True)
+        with _autocast(device, opts.amp_dtype):
+            loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if opts.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+        optimizer.step()
+        step += 1
+        sums.add(loss=loss.detach().float() * len(y), n=len(y))
+        if (step - start_step) % opts.check_every == 0:
+            _check_finite(sums, step, progress)
+    totals = sums.reduce()
+    mean = totals["loss"] / max(1.0, totals["n"])
+    if not math.isfinite(mean):
+        raise _nan_error(step, mean)
+    return {"train_loss": mean, "images": int(totals["n"]), "steps": step - start_step, "lr": lr}
+
+
+def _check_finite(sums: Sums, step: int, progress: Progress | None) -> None:
+    values = sums.values.clone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(values)  # all ranks must stop at the same step, or DDP hangs
+    loss_sum, n = values.tolist()
+    if not math.isfinite(loss_sum):
+        raise _nan_error(step, loss_sum)
+    if progress is not None:
+        progress.set(f"loss {loss_sum / max(1.0, n):.4f}")
+
+
+def _nan_error(step: int, value: float) -> TrainingError:
+    return TrainingError(f"loss became {value} at step {step}; stopping (lower optim.lr or add warmup)")
+
+
+def early_stopping(best_top5: float, bad_epochs: int, top5: float, patience: int | None,
+                   threshold: float) -> tuple[float, int, bool]:
+    """Report 000's rule: stop after ``patience`` epochs without a new best val top-5, counting only
+    epochs whose top-5 (a fraction) has reached ``threshold``. -> (best_top5, bad_epochs, stop)."""
+    if top5 > best_top5:
+        return top5, 0, False
+    if patience is None or top5 < threshold:
+        return best_top5, bad_epochs, False
+    return best_top5, bad_epochs + 1, bad_epochs + 1 >= patience
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    preset,
+    device: torch.device | str,
+    *,
+    amp: str | torch.dtype | None = "auto",
+    channels_last: bool | str = False,
+    distributed: bool = False,
+) -> dict:
+    """Top-1 / top-5 (fractions), mean cross-entropy and count over ``loader``'s (uint8, label)
+    batches. ``distributed=True``: each rank saw a disjoint shard and the sums are all-reduced."""
+    device = torch.device(device)
+    dtype = runtime.resolve_amp(amp, device) if isinstance(amp, str) else amp
+    cl = runtime.resolve_channels_last(channels_last, device) if isinstance(channels_last, str) else channels_last
+    model.eval()
+    sums = Sums(["loss", "top1", "top5", "n"], device)
+    for x, y in loader:
+        x = _prepare_batch(x, preset.eval, cl, device)
+        y = y.to(device, non_blocking=True)
+        with _autocast(device, dtype):
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        top1, top5 = topk_correct(logits, y, (1, 5))
+        sums.add(loss=loss, top1=top1, top5=top5, n=len(y))
+    totals = sums.reduce() if distributed else dict(zip(sums.names, sums.values.tolist()))
+    n = max(1.0, totals["n"])
+    return {"top1": totals["top1"] / n, "top5": totals["top5"] / n, "loss": totals["loss"] / n, "n": int(totals["n"])}
+
+
+# --------------------------------------------------------------------------------------------
+# fit: the whole run. The pieces live in engine/run.py (building) and here (looping).
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What changes from epoch to epoch and must survive a resume (stored in checkpoint metadata)."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    best: dict = field(default_factory=lambda: {"metric": "top1", "value": None, "epoch": None})
+    best_top5: float = -1.0
+    es_bad_epochs: int = 0
+    plateau: dict = field(default_factory=dict)
+    stopped_early: bool = False
+
+    def to_meta(self) -> dict:
+        return dict(self.__dict__)
+
+
+def fit(config: RunConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train as ``config`` says; returns the run folder (``runs/<id>/``). ``resume``: a run folder
+    interrupted earlier, continued from its last checkpoint. Under ``torchrun`` this is DDP."""
+    from squeezelab.engine.run import Run
+
+    run, threads = None, torch.get_num_threads()
+    try:
+        run = Run.start(config, resume=Path(resume) if resume else None, progress=progress)
+        run.loop()
+    finally:
+        torch.set_num_threads(threads)  # train.threads applies to this run only
+        runtime.shutdown_distributed()
+    return run.run_dir

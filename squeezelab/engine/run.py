@@ -1,0 +1,248 @@
+"""One training run: build everything from the config (data, model, optimiser, run folder), then loop
+over epochs writing ``runs/<id>/``. Used by ``engine.fit``; each method fits on a screen.
+
+Run folder (every file written atomically; only rank 0 writes):
+    config.yaml       the resolved config (num_classes and preset filled in)
+    environment.json  git commit, library versions, device, threads, resolved amp/channels_last
+    metrics.jsonl     one line per epoch: epoch, train_loss, val_loss, top1, top5, lr, epoch_seconds,
+                      images_per_second (training images / training seconds, all ranks)
+    last.safetensors  checkpoint after the latest good epoch (also written before epoch 1)
+    best.safetensors  checkpoint with the best val top-1 so far
+    summary.json      written when the run ends: status finished / failed, best, final metrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeezelab import runtime
+from squeezelab.config import RunConfig, dump_config, config_to_dict
+from squeezelab.engine import checkpoint as ckpt
+from squeezelab.engine.loop import RunState, StepOptions, early_stopping, evaluate, train_one_epoch
+from squeezelab.engine.metrics import MetricsLog, Progress, log
+from squeezelab.engine.optim import build_optimizer, set_lr
+from squeezelab.engine.schedules import Plateau, lr_factor
+from squeezelab.errors import ConfigError, TrainingError
+
+
+class Run:
+    """Everything one run holds. Build with ``Run.start``, then ``loop()`` (``fit`` does both and
+    leaves the process group / thread count as it found them)."""
+
+    @classmethod
+    def start(cls, cfg: RunConfig, *, resume: Path | None = None, progress: bool = True) -> "Run":
+        self = cls()
+        self.info = runtime.dist_info_from_env()
+        self.device = runtime.choose_device(cfg.train.device, self.info.local_rank)
+        runtime.init_distributed(self.info, self.device)
+        if cfg.train.threads:  # fit() restores the caller's thread count afterwards
+            torch.set_num_threads(cfg.train.threads)
+        self.progress = progress and self.info.is_main
+        self.opts = StepOptions(runtime.resolve_amp(cfg.train.amp, self.device),
+                                runtime.resolve_channels_last(cfg.train.channels_last, self.device),
+                                cfg.train.grad_clip, cfg.train.max_steps)
+        runtime.seed_everything(cfg.train.seed)
+        self.cfg = self._load_data(cfg)
+        self._build_model()
+        self.run_dir = self._open_run_dir(resume)
+        self.state = RunState() if resume is None else self._restore(resume)
+        self._wrap_model()
+        return self
+
+    # ---------------------------------------------------------------- building
+
+    def _load_data(self, cfg: RunConfig) -> RunConfig:
+        """Load train/val splits and the preset; returns cfg with num_classes and preset resolved."""
+        from squeezelab.data import default_preset_for, get_preset, load_dataset
+
+        d = cfg.data
+        preset_name = d.preset or default_preset_for(d.dataset)
+        self.preset = get_preset(preset_name)
+        common = dict(preset=preset_name, val_fraction=d.val_fraction, seed=cfg.train.seed,
+                      cache_dir=d.cache_dir, in_memory=d.in_memory)
+        self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
+        self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
+        num_classes = cfg.model.num_classes or self.train_set.num_classes
+        if d.batch_size % self.info.world_size:
+            raise ConfigError(f"data.batch_size {d.batch_size} is not divisible by {self.info.world_size} processes")
+        self._make_loaders(cfg)
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes),
+                                   data=dataclasses.replace(d, preset=preset_name))
+
+    def _make_loaders(self, cfg: RunConfig) -> None:
+        from squeezelab.engine.data_io import eval_loader, train_loader
+
+        per_rank = cfg.data.batch_size // self.info.world_size
+        eval_bs = cfg.data.eval_batch_size or 2 * per_rank
+        workers = cfg.data.workers
+        self.train_loader = train_loader(self.train_set, per_rank, cfg.train.seed, self.device, self.info, workers)
+        self.val_loader = eval_loader(self.val_set, eval_bs, self.device, self.info, workers)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"data.batch_size {cfg.data.batch_size} is larger than the training set "
+                              f"({len(self.train_set)} images)")
+
+    def _build_model(self) -> None:
+        from squeezelab.models import create_model
+
+        m = self.cfg.model
+        model = create_model(m.name, num_classes=m.num_classes, **dict(m.options)).to(self.device)
+        if self.opts.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = self.raw_model = model
+        self.optimizer = build_optimizer(model, self.cfg.optim)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.train.label_smoothing)
+        self.plateau = Plateau(self.cfg.schedule.plateau_factor, self.cfg.schedule.plateau_patience)
+
+    def _wrap_model(self) -> None:
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(self.raw_model, device_ids=ids)
+        if self.cfg.train.compile:
+            self.model = torch.compile(self.model)
+
+    def _open_run_dir(self, resume: Path | None) -> Path:
+        if resume is not None:
+            if runtime.run_status(resume) == "finished":
+                raise ConfigError(f"{resume} is a finished run; it is never overwritten (start a new run)")
+            return resume
+        name = str(runtime.new_run_dir(self.cfg)) if self.info.is_main else None
+        run_dir = self.run_dir = Path(runtime.broadcast_str(name, self.info))
+        if self.info.is_main:
+            runtime.atomic_write_text(run_dir / "config.yaml", dump_config(self.cfg))
+            resolved = {"device": str(self.device), "amp": str(self.opts.amp_dtype or "off"),
+                        "channels_last": self.opts.channels_last, "compile": self.cfg.train.compile}
+            runtime.atomic_write_json(run_dir / "environment.json",
+                                      runtime.environment_record(self.device, self.info, resolved))
+            self._save("last.safetensors", None)  # a good checkpoint exists before the first step
+        return run_dir
+
+    def _restore(self, run_dir: Path) -> RunState:
+        """Load last.safetensors of an interrupted run into model, optimiser and state."""
+        c = ckpt.read_checkpoint(run_dir / "last.safetensors")
+        self.raw_model.load_state_dict(c.model_state)
+        if c.optim_state is not None:
+            self.optimizer.load_state_dict(c.optim_state)
+        state = RunState(**c.meta["state"])
+        self.plateau.load_state_dict(state.plateau) if state.plateau else None
+        if self.info.is_main:
+            MetricsLog(run_dir / "metrics.jsonl").truncate(state.epoch)
+            (run_dir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
+            log(f"resuming {run_dir} after epoch {state.epoch} (step {state.step})")
+        return state
+
+    # ---------------------------------------------------------------- looping
+
+    def loop(self) -> None:
+        t0, cfg = time.perf_counter(), self.cfg
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl") if self.info.is_main else None
+        total = cfg.train.epochs * self.steps_per_epoch
+        while self.state.epoch < cfg.train.epochs and not self._done():
+            try:
+                row = self._one_epoch(total)
+            except TrainingError as err:
+                self._finish("failed", t0, error=str(err))
+                raise TrainingError(f"{err}; last good checkpoint kept: {self.run_dir / 'last.safetensors'} "
+                                    f"(epoch {self.state.epoch})") from None
+            self._after_epoch(row)
+        self._finish("finished", t0)
+
+    def _done(self) -> bool:
+        s = self.state
+        return s.stopped_early or (self.opts.max_steps is not None and s.step >= self.opts.max_steps)
+
+    def _one_epoch(self, total_steps: int) -> dict:
+        epoch, cfg = self.state.epoch, self.cfg
+        seed = runtime.epoch_seed(cfg.train.seed, epoch, self.info.rank)
+        torch.manual_seed(seed)  # dropout etc.: a pure function of the epoch (exact resume)
+        gen = torch.Generator(self.device).manual_seed(seed)  # augmentation
+        self.train_loader.set_epoch(epoch)
+        lr_at = lambda step: set_lr(self.optimizer, cfg.optim.lr, self.plateau.scale  # noqa: E731
+                                    * lr_factor(cfg.schedule, step, self.steps_per_epoch, total_steps))
+        bar = Progress(self.train_loader, len(self.train_loader), f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       enabled=self.progress)
+        t = time.perf_counter()
+        stats = train_one_epoch(self.model, self.train_loader, self.preset, self.optimizer, self.criterion,
+                                device=self.device, lr_at=lr_at, start_step=self.state.step, opts=self.opts,
+                                generator=gen, progress=bar)
+        train_seconds = time.perf_counter() - t
+        val = evaluate(self.model, self.val_loader, self.preset, self.device, amp=self.opts.amp_dtype,
+                       channels_last=self.opts.channels_last, distributed=self.info.enabled)
+        if not math.isfinite(val["loss"]):
+            raise TrainingError(f"validation loss became {val['loss']} after epoch {epoch + 1}")
+        self.state.step += stats["steps"]
+        return {"epoch": epoch + 1, "train_loss": stats["train_loss"], "val_loss": val["loss"],
+                "top1": val["top1"], "top5": val["top5"], "lr": stats["lr"], "step": self.state.step,
+                "epoch_seconds": round(time.perf_counter() - t, 3),
+                "images_per_second": round(stats["images"] / max(train_seconds, 1e-9), 1)}
+
+    def _after_epoch(self, row: dict) -> None:
+        s, es = self.state, self.cfg.train.early_stopping
+        s.epoch = row["epoch"]
+        improved = s.best["value"] is None or row["top1"] > s.best["value"]
+        if improved:
+            s.best = {"metric": "top1", "value": row["top1"], "top5": row["top5"], "epoch": s.epoch}
+        s.best_top5, s.es_bad_epochs, s.stopped_early = early_stopping(
+            s.best_top5, s.es_bad_epochs, row["top5"], es.patience, es.top5_threshold)
+        if self.cfg.schedule.name == "plateau":
+            self.plateau.update(row["val_loss"])
+        s.plateau = self.plateau.state_dict()
+        if self.info.is_main:
+            self._save("last.safetensors", row)
+            if improved:
+                self._save("best.safetensors", row)
+            self.metrics.append(row)
+            log(_format_row(row, self.cfg.train.epochs))
+
+    def _save(self, name: str, row: dict | None) -> None:
+        m = self.cfg.model
+        state = getattr(self, "state", None) or RunState()
+        meta = {"model": {"name": m.name, "num_classes": m.num_classes, "options": dict(m.options)},
+                "preset": self.cfg.data.preset, "dataset": self.cfg.data.dataset,
+                "epoch": state.epoch, "step": state.step, "best": state.best, "metrics": row,
+                "state": state.to_meta(), "config": config_to_dict(self.cfg)}
+        ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta, optimizer=self.optimizer)
+
+    def _finish(self, status: str, t0: float, error: str | None = None) -> None:
+        if not self.info.is_main:
+            return
+        rows = self.metrics.rows if self.metrics else []
+        summary = {"status": status, "run_id": self.run_dir.name, "epochs_completed": self.state.epoch,
+                   "steps": self.state.step, "best": self.state.best, "final": rows[-1] if rows else None,
+                   "stopped_early": self.state.stopped_early, "seconds": round(time.perf_counter() - t0, 2),
+                   "error": error}
+        runtime.atomic_write_json(self.run_dir / "summary.json", summary)
+
+
+def _val_split(cfg: RunConfig) -> str:
+    """The split evaluated after every epoch: data.val_split, else the carved "val" when
+    val_fraction > 0, else the dataset's official held-out split."""
+    if cfg.data.val_split:
+        return cfg.data.val_split
+    if cfg.data.val_fraction > 0:
+        return "val"
+    from squeezelab.data.registry import get_spec
+
+    return get_spec(cfg.data.dataset).heldout
+
+
+def _limit(dataset, limit: int | None, seed: int):
+    """The first ``limit`` images of a seeded permutation (all of them when limit is None)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
+    return dataset.subset(order.sort().values, dataset.split)
+
+
+def _format_row(r: dict, epochs: int) -> str:
+    return (f"epoch {r['epoch']}/{epochs}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
+            f"top1 {100 * r['top1']:.2f}%  top5 {100 * r['top5']:.2f}%  lr {r['lr']:.3g}  "
+            f"{r['epoch_seconds']:.1f}s  {r['images_per_second']:.0f} img/s")

@@ -1,0 +1,189 @@
+"""`squeezelab train / eval / bench` end to end on real (tiny) data: run folder contents, exact resume,
+NaN stop, never overwriting a finished run, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from squeezelab.cli import main
+from squeezelab.config import load_config
+from squeezelab.engine import fit, read_checkpoint
+from squeezelab.engine.run import Run
+
+TINY = {"base_e": 16, "incr_e": 16, "num_fire": 2}  # ~2.5k parameters
+
+
+def _recipe(tmp_path: Path, **train) -> Path:
+    """A tiny digits recipe (sklearn's real 8x8 digits, no data dir) exercising dropout, momentum,
+    weight decay, label smoothing, a cosine schedule with warmup and augmentation. One torch thread:
+    on a busy 2-core machine two spinning OpenMP threads ran this model ~20x slower."""
+    cfg = {"model": {"name": "squeezenet1_1", "options": {**TINY, "dropout": 0.2}},
+           "data": {"dataset": "digits", "batch_size": 64, "limit": 256, "cache_dir": str(tmp_path / "cache")},
+           "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+           "schedule": {"name": "cosine", "warmup_epochs": 1},
+           "train": {"epochs": 2, "label_smoothing": 0.1, "amp": "off", "seed": 3, "threads": 1, **train},
+           "output": {"runs_dir": str(tmp_path / "runs")}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _one_line_error(capsys, argv, *words):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+def test_train_writes_a_complete_run_folder_and_eval_reads_it(tmp_path, capsys):
+    assert main(["train", str(_recipe(tmp_path)), "--set", "train.epochs=2", "--no-progress"]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run.parent == tmp_path / "runs" and "-squeezenet1_1-digits-" in run.name
+    assert {p.name for p in run.iterdir()} == {"config.yaml", "environment.json", "metrics.jsonl", "summary.json",
+                                               "best.safetensors", "last.safetensors"}
+    cfg = load_config(run / "config.yaml")
+    assert cfg.model.num_classes == 10 and cfg.data.preset == "digits"  # resolved
+    env = json.loads((run / "environment.json").read_text())
+    assert {"git_commit", "versions", "device", "torch_threads", "resolved"} <= set(env)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_seconds", "images_per_second"} <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    best = read_checkpoint(run / "best.safetensors")
+    assert best.meta["model"] == {"name": "squeezenet1_1", "num_classes": 10, "options": {**TINY, "dropout": 0.2}}
+    assert best.meta["preset"] == "digits" and best.meta["dataset"] == "digits"
+    # eval from the run folder: model, options and preset come from the checkpoint's metadata
+    assert main(["eval", "--weights", str(run / "last.safetensors"), "--dataset", "digits", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 360 and 0 <= result["top1"] <= result["top5"] <= 1
+    full = rows[-1]  # training validated on a 384-image subset of the same split: same model, close numbers
+    assert abs(result["top5"] - full["top5"]) < 0.2
+    # a finished run is never overwritten
+    _one_line_error(capsys, ["train", str(_recipe(tmp_path)), "--run-dir", str(run)], "already holds files")
+    _one_line_error(capsys, ["train", "--resume", str(run)], "finished run")
+
+
+def test_resume_gives_bit_identical_weights(tmp_path, monkeypatch):
+    recipe = _recipe(tmp_path, epochs=4)
+    straight = fit(load_config(recipe, ["output.run_dir=" + str(tmp_path / "a")]), progress=False)
+
+    original = Run._after_epoch
+
+    def crash_after_epoch_2(self, row):
+        original(self, row)
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt  # as if the job were killed after writing epoch 2's checkpoint
+
+    monkeypatch.setattr(Run, "_after_epoch", crash_after_epoch_2)
+    cfg_b = load_config(recipe, ["output.run_dir=" + str(tmp_path / "b")])
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg_b, progress=False)
+    monkeypatch.setattr(Run, "_after_epoch", original)
+    assert read_checkpoint(tmp_path / "b" / "last.safetensors").meta["epoch"] == 2
+    resumed = fit(load_config(tmp_path / "b" / "config.yaml"), resume=tmp_path / "b", progress=False)
+
+    a, b = read_checkpoint(straight / "last.safetensors"), read_checkpoint(resumed / "last.safetensors")
+    assert a.meta["epoch"] == b.meta["epoch"] == 4 and a.meta["step"] == b.meta["step"]
+    for key, value in a.model_state.items():
+        assert torch.equal(value, b.model_state[key]), key
+    for key, value in a.optim_state["state"][0].items():
+        assert torch.equal(value, b.optim_state["state"][0][key])
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_seconds", "images_per_second")}  # noqa
+                          for r in rows]
+    rows = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa
+    assert strip(rows(straight)) == strip(rows(resumed))
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    run = tmp_path / "nan"
+    err = _one_line_error(capsys, ["train", str(_recipe(tmp_path)), "--set", "optim.lr=1e10", "--run-dir", str(run),
+                                   "--set", "schedule.warmup_epochs=0", "--no-progress"],
+                          "loss became", "last good checkpoint", "last.safetensors")
+    assert "nan" in err or "inf" in err
+    last = read_checkpoint(run / "last.safetensors")
+    assert all(torch.isfinite(t).all() for t in last.model_state.values() if t.is_floating_point())
+    assert json.loads((run / "summary.json").read_text())["status"] == "failed"
+
+
+def test_max_steps_and_early_stopping_end_the_run(tmp_path):
+    run = fit(load_config(_recipe(tmp_path, epochs=50, max_steps=6)), progress=False)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["epochs_completed"] == 2  # 4 steps/epoch: stops inside epoch 2
+    stop = fit(load_config(_recipe(tmp_path, epochs=50, early_stopping={"patience": 1, "top5_threshold": 0.0}),
+                           ["optim.lr=1e-6"]), progress=False)
+    summary = json.loads((stop / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["epochs_completed"] < 50
+
+
+def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, capsys):
+    recipe = str(_recipe(tmp_path))
+    _one_line_error(capsys, ["train", str(tmp_path / "missing.yaml")], "config file not found")
+    _one_line_error(capsys, ["train", recipe, "--set", "optim.lrr=0.1"], "unknown key optim.lrr", "momentum")
+    _one_line_error(capsys, ["train", recipe, "--set", "train.epochs=many"], "train.epochs", "int", "str")
+    _one_line_error(capsys, ["train", recipe, "--set", "data.dataset=cifar10",
+                             "--set", f"data.data_dir={tmp_path / 'nowhere'}"], "not found")
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, ["train", recipe, "--set", "data.dataset=cifar10",
+                             "--set", f"data.data_dir={tmp_path / 'empty'}"], "cifar")
+    _one_line_error(capsys, ["train", recipe, "--set", "model.name=squeezenet9"], "squeezenet9")
+    _one_line_error(capsys, ["train", "--resume", str(tmp_path)], "not a run folder")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 40)
+    _one_line_error(capsys, ["eval", "--weights", str(bad), "--dataset", "digits"], "bad.safetensors")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bench_reports_both_pipelines(capsys):
+    argv = ["bench", "train", "--model", "squeezenet1_1", "--dataset", "digits", "--steps", "2",
+            "--batch-size", "32", "--workers", "0", "--threads", "1", "--json"] + [f"--set={k}={v}" for k, v in TINY.items()]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["ours"]["images_per_second"] > 0 and r["naive"]["images_per_second"] > 0
+    assert r["ratio"] == pytest.approx(r["ours"]["images_per_second"] / r["naive"]["images_per_second"])
+
+
+@pytest.mark.slow
+def test_eval_of_the_authors_compressed_squeezenet_matches_its_published_numbers(shared_data, capsys):
+    """The Deep Compression .net file on the 300 ImageNet val images: 71.7% / 92.3% (data README).
+    Model, options and the Caffe preset come from the weights; the user names none of them."""
+    argv = ["eval", "--weights", str(shared_data / "squeezenet-deep-compression" / "compressed_SqueezeNet.net"),
+            "--dataset", "image-list", "--data-dir", str(shared_data / "imagenet-val-300"), "--json",
+            "--batch-size", "50"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == 300 and r["preset"] == "caffe"
+    assert round(100 * r["top1"], 1) == 71.7 and round(100 * r["top5"], 1) == 92.3
+
+
+def test_images_decoded_per_item_train_through_a_dataloader(tmp_path, shared_data):
+    """in_memory: false -> LazyImageSet + DataLoader (DistributedSampler) instead of TensorLoader."""
+    import shutil
+
+    images = sorted((shared_data / "imagenet-val-300" / "images").glob("*.JPEG"))[:48]
+    for i, src in enumerate(images):
+        split, cls = ("train" if i < 32 else "val"), ("a" if i % 2 else "b")
+        (tmp_path / "folder" / split / cls).mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / "folder" / split / cls / src.name)
+    overrides = ["data.dataset=imagefolder", f"data.data_dir={tmp_path / 'folder'}", "data.preset=small",
+                 "data.in_memory=false", "data.workers=0", "data.batch_size=8", "data.limit=null"]
+    run = fit(load_config(_recipe(tmp_path), overrides), progress=False)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8]  # 32 images / batch 8
+    assert read_checkpoint(run / "last.safetensors").meta["model"]["num_classes"] == 2
+
+
+@pytest.mark.slow
+def test_torch_compile_opt_in_trains_and_saves_plain_keys(tmp_path):
+    """train.compile: true wraps the model in torch.compile (~1 min of inductor compile on CPU)."""
+    run = fit(load_config(_recipe(tmp_path), ["train.compile=true", "train.epochs=1"]), progress=False)
+    state = read_checkpoint(run / "last.safetensors").model_state
+    assert state and not any(k.startswith("_orig_mod.") for k in state)

@@ -1,0 +1,41 @@
+"""The same `squeezelab train` command under `torchrun --nproc_per_node 2` trains with DDP (gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from squeezelab.engine import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    cfg = {"model": {"name": "squeezenet1_1", "options": {"base_e": 16, "incr_e": 16, "num_fire": 2}},
+           "data": {"dataset": "digits", "batch_size": 64, "limit": 256, "cache_dir": str(tmp_path / "cache")},
+           "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+           "train": {"epochs": 2, "amp": "off", "threads": 1, "device": "cpu"},
+           "output": {"run_dir": str(tmp_path / "run")}}
+    recipe = tmp_path / "ddp.yaml"
+    recipe.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "squeezelab", "train", str(recipe), "--no-progress"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "run"
+    assert out.stdout.strip().splitlines() == [str(run)]  # only rank 0 reports
+    env_record = json.loads((run / "environment.json").read_text())
+    assert env_record["world_size"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    # 256 images / 2 ranks / 32 per rank = 4 global steps per epoch
+    assert summary["status"] == "finished" and summary["steps"] == 8
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["top1"] >= 0 for r in rows)
+    ckpt = read_checkpoint(run / "last.safetensors")
+    assert not any(k.startswith("module.") for k in ckpt.model_state)  # saved unwrapped
