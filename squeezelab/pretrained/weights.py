@@ -1,0 +1,175 @@
+"""``load_weights(path)``: one entry point for every weights file a user may hand to ``--weights``.
+
+The format is recognised by content (magic bytes / header), not by the file name, so a renamed file
+still loads and a corrupt one fails with one clear line. Each result carries what is needed to use
+the weights correctly: the model to build, its options and the input preprocessing (``preset``) the
+weights were trained with (the authors' Caffe weights want BGR 0..255 minus the mean, torchvision's
+want RGB 0..1 normalised by the ImageNet mean/std).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from squeezelab.errors import WeightsError
+from squeezelab.pretrained import deep_compression
+
+ACCEPTED = ("a run folder, a squeezelab .safetensors checkpoint, the Deep Compression .net file "
+            "(compressed_SqueezeNet.net) or a torchvision SqueezeNet .pth state dict")
+CAFFE_PRESET = "caffe"  # 227x227 BGR, 0..255 minus (104, 117, 123)
+TORCHVISION_PRESET = "report004"  # RGB 0..1, ImageNet mean/std, resize 256 + centre crop 224
+RUN_CHECKPOINTS = ("best.safetensors", "last.safetensors")
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A state dict under our keys plus what it takes to use it."""
+
+    state_dict: dict[str, torch.Tensor]
+    source: str  # "deep-compression" | "squeezelab" | "torchvision"
+    model_name: str | None = None
+    model_options: dict = field(default_factory=dict)
+    num_classes: int | None = None
+    preset: str | None = None
+    path: Path | None = None
+
+    @property
+    def model_spec(self) -> dict | None:
+        """``{"name", "num_classes", "options"}`` for ``create_model``, when the file says."""
+        if self.model_name is None:
+            return None
+        return {"name": self.model_name, "num_classes": self.num_classes, "options": dict(self.model_options)}
+
+
+def load_weights(path: str | Path) -> LoadedWeights:
+    """Read any accepted weights file (see ``ACCEPTED``); anything else raises WeightsError."""
+    path = Path(path)
+    if path.is_dir():
+        path = _checkpoint_in_run(path)
+    if not path.is_file():
+        raise WeightsError(f"weights not found: {path} (expected {ACCEPTED})")
+    loader = _LOADERS[sniff_format(path)]
+    try:
+        return loader(path)
+    except WeightsError as err:
+        raise WeightsError(str(err) if str(path) in str(err) else f"{path}: {err}") from None
+
+
+def sniff_format(path: Path) -> str:
+    """"safetensors" | "torch" | "deep-compression", from the first bytes; else WeightsError."""
+    with open(path, "rb") as f:
+        head = f.read(128)
+    size = path.stat().st_size
+    if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= size:
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":  # torch.save's zip format
+        return "torch"
+    if deep_compression.looks_like_deep_compression(head):  # before the pickle check: a count may start 0x80
+        return "deep-compression"
+    if head[:2] == b"\x80\x02":  # torch.save's legacy format: a protocol-2 pickle
+        return "torch"
+    if path.suffix.lower() == ".net":  # named like one: decode, so that corruption is reported as such
+        return "deep-compression"
+    what = "an empty file" if size == 0 else f"an unrecognised file ({size} bytes)"
+    raise WeightsError(f"{path} is {what}; expected {ACCEPTED}")
+
+
+def _checkpoint_in_run(run_dir: Path) -> Path:
+    for name in RUN_CHECKPOINTS:
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise WeightsError(f"no {' or '.join(RUN_CHECKPOINTS)} in run folder {run_dir} (expected {ACCEPTED})")
+
+
+def _load_deep_compression(path: Path) -> LoadedWeights:
+    state = deep_compression.decode(path.read_bytes())
+    return LoadedWeights(state, "deep-compression", "squeezenet1_0", {"caffe": True}, 1000, CAFFE_PRESET, path)
+
+
+def _load_safetensors(path: Path) -> LoadedWeights:
+    from squeezelab.engine.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    meta = ckpt.meta or {}
+    model = meta.get("model") or {}
+    return LoadedWeights(dict(ckpt.model_state), "squeezelab", model.get("name"), dict(model.get("options") or {}),
+                         model.get("num_classes"), meta.get("preset"), path)
+
+
+def _load_torch(path: Path) -> LoadedWeights:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a corrupt/unsafe pickle
+        raise WeightsError(f"cannot read as a torch state dict ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    state = _unwrap_state_dict(obj)
+    if "features.0.weight" in state:
+        return _from_torchvision(state, path)
+    if "conv1.weight" in state:
+        return LoadedWeights(state, "squeezelab", None, {}, None, None, path)
+    raise WeightsError(f"a torch state dict, but not of a SqueezeNet (first keys: {', '.join(list(state)[:3])})")
+
+
+def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or the usual ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers."""
+    for key in ("state_dict", "model_state", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError("a torch file, but not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _from_torchvision(state: dict[str, torch.Tensor], path: Path) -> LoadedWeights:
+    """torchvision ``features.N`` / ``classifier.1`` keys -> ours, via the models' key map."""
+    from squeezelab.models import from_torchvision_state_dict
+
+    first = tuple(state["features.0.weight"].shape)
+    names = {(96, 3, 7, 7): "squeezenet1_0", (64, 3, 3, 3): "squeezenet1_1"}
+    if first not in names or "classifier.1.weight" not in state:
+        raise WeightsError(f"a torchvision-style state dict, but not of SqueezeNet 1.0/1.1 (features.0 {first})")
+    name = names[first]
+    ours = from_torchvision_state_dict(state, name)
+    num_classes = int(state["classifier.1.weight"].shape[0])
+    return LoadedWeights(ours, "torchvision", name, {}, num_classes, TORCHVISION_PRESET, path)
+
+
+_LOADERS = {"deep-compression": _load_deep_compression, "safetensors": _load_safetensors, "torch": _load_torch}
+
+
+def load_into(model: torch.nn.Module, weights: LoadedWeights | dict[str, torch.Tensor]) -> torch.nn.Module:
+    """Copy weights into ``model`` after checking every name and shape; mismatch -> WeightsError."""
+    state = weights.state_dict if isinstance(weights, LoadedWeights) else weights
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        raise WeightsError(_mismatch_message(own, state, missing, unexpected, wrong))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _mismatch_message(own, state, missing, unexpected, wrong) -> str:
+    def few(keys):
+        return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+    parts = []
+    if wrong:
+        k = wrong[0]
+        parts.append(f"shape mismatch for {few(wrong)}: weights {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
+    if missing:
+        parts.append(f"missing in the weights: {few(missing)}")
+    if unexpected:
+        parts.append(f"not in the model: {few(unexpected)}")
+    msg = "weights do not fit the model: " + "; ".join(parts)
+    last = list(own)[-1] if own else None  # the classifier's bias: its length is the class count
+    if not missing and not unexpected and last in wrong and state[last].ndim == 1:
+        n = state[last].shape[0]
+        msg += (f". The weights have {n} classes and the model {own[last].shape[0]}: build the model "
+                f"with --num-classes {n}, or load into a {n}-class model and then call reset_classifier")
+    return msg
