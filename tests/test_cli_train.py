@@ -151,7 +151,6 @@ def test_bench_reports_both_pipelines(capsys):
     assert r["ratio"] == pytest.approx(r["ours"]["images_per_second"] / r["naive"]["images_per_second"])
 
 
-@pytest.mark.slow
 def test_eval_of_the_authors_compressed_squeezenet_matches_its_published_numbers(shared_data, capsys):
     """The Deep Compression .net file on the 300 ImageNet val images: 71.7% / 92.3% (data README).
     Model, options and the Caffe preset come from the weights; the user names none of them."""

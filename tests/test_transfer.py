@@ -64,7 +64,6 @@ def test_unknown_mode_is_one_clear_error(weights, cifar):
         run_transfer(weights, *cifar, TransferConfig(mode="frozen"))
 
 
-@pytest.mark.slow
 def test_cli_transfer_reports_json(shared_data, capsys):
     code = main(["transfer", "--weights", str(shared_data / "squeezenet-deep-compression" / "compressed_SqueezeNet.net"),
                  "--dataset", "cifar10", "--data-dir", str(shared_data / "cifar-10-subset"), "--mode", "linear",
