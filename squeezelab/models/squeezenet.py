@@ -33,7 +33,8 @@ Options (each one switch; see ``SQUEEZENET_OPTIONS`` for types and ranges):
   ``num_fire`` (default 8) removes Fire modules from the end or adds more (they continue the
   formula: fire10 has e = base_e + incr_e * floor(8 / freq)). Pools after removed Fires are dropped.
 * Macroarchitecture (paper §6, Fig. 2): ``bypass="simple"`` adds identity bypasses around fire3, 5,
-  7, 9 (odd Fires; no parameters) — on v1.1 these are report 000's residual connections;
+  7, 9 (odd Fires; no parameters) — on v1.1 these are report 000's residual connections, so
+  ``bypass="residual"`` is accepted as another name for the same network;
   ``bypass="complex"`` also adds a 1x1 conv bypass around every other Fire (adds parameters).
 * ``bn_fire`` / ``bn_conv1`` / ``bn_conv10``: BatchNorm after those convs (reports 001, 003).
 * ``act`` (features: conv1, Fires) and ``head_act`` (after conv10 and between sq1's linears):
@@ -97,8 +98,9 @@ SQUEEZENET_OPTIONS: dict[str, Opt] = {
     "freq": Opt(2, "Fires between increments of e", int, lo=1),
     "sr": Opt(0.125, "squeeze ratio s1x1 / e", float, lo=0.01, hi=1.0),
     "num_fire": Opt(8, "number of Fire modules (8 = fire2..fire9)", int, lo=1, hi=24),
-    "bypass": Opt("none", "none | simple (identity around fire3,5,7,9) | complex (+1x1 conv elsewhere)",
-                  choices=("none", "simple", "complex")),
+    "bypass": Opt("none", "none | simple (identity around fire3,5,7,9) | complex (+1x1 conv elsewhere) | "
+                          "residual (report 000's name for simple)",
+                  choices=("none", "simple", "complex", "residual")),
     "bn_fire": Opt(False, "BatchNorm after every conv inside the Fire modules", bool),
     "bn_conv1": Opt(False, "BatchNorm after conv1", bool),
     "bn_conv10": Opt(False, "BatchNorm after conv10", bool),
@@ -183,7 +185,7 @@ def _bypass_kind(cfg: SqueezeNetConfig, k: int, cin: int, cout: int, where: str)
     if cfg.bypass == "complex":
         return "conv"
     if k % 2 == 1:
-        raise ConfigError(f"bypass=simple for {where} needs equal input and output channels around fire{k} "
+        raise ConfigError(f"bypass={cfg.bypass} for {where} needs equal input and output channels around fire{k} "
                           f"({cin} != {cout}, e.g. freq=1); use bypass=complex")
     return "none"
 
