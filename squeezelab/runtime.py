@@ -151,10 +151,15 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(*, barrier: bool = False) -> None:
+    """Leave the process group. ``barrier``: wait for every rank first (only after a run that ended
+    normally everywhere; a rank that failed would leave the others waiting). Without it a rank could
+    tear gloo down while its peer is still in a collective, which aborted a process at exit."""
     import torch.distributed as dist
 
     if dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -310,7 +310,7 @@ def test_alexnet_options():
     ("squeezenet1_0", {"base_e": 64.5}, "must be an integer"),
     ("squeezenet1_0", {"freq": True}, "must be an integer"),
     ("squeezenet1_0", {"bn_fire": "yes"}, "must be a bool"),
-    ("squeezenet1_0", {"bypass": "residual"}, "one of none, simple, complex"),
+    ("squeezenet1_0", {"bypass": "bogus"}, "one of none, simple, complex, residual"),
     ("squeezenet1_0", {"act": "gelu"}, "one of relu, leaky_relu, softplus, prelu"),
     ("squeezenet1_0", {"conv1_kernel": 4}, "one of 1, 3, 5, 7"),
     ("squeezenet1_0", {"bypass": "simple", "freq": 1}, "use bypass=complex"),

@@ -170,11 +170,14 @@ def fit(config: RunConfig, *, resume: str | Path | None = None, progress: bool =
     interrupted earlier, continued from its last checkpoint. Under ``torchrun`` this is DDP."""
     from squeezelab.engine.run import Run
 
-    run, threads = None, torch.get_num_threads()
+    run, threads, ok = None, torch.get_num_threads(), False
     try:
         run = Run.start(config, resume=Path(resume) if resume else None, progress=progress)
         run.loop()
+        ok = True
     finally:
         torch.set_num_threads(threads)  # train.threads applies to this run only
-        runtime.shutdown_distributed()
+        if run is not None:
+            run.model = None  # drop the DDP wrapper (its reducer talks to the group) before leaving it
+        runtime.shutdown_distributed(barrier=ok)
     return run.run_dir
