@@ -58,6 +58,10 @@ class DataConfig:
     data_dir: str | None = None
     preset: str | None = None  # None: the dataset's default preset for this model
     val_fraction: float = 0.0  # > 0: hold out this fraction of train for validation
+    # "official": the dataset's train/held-out split, val carved from train (report 001: 45k/5k/10k);
+    # "pooled": train+held-out pooled, then split by class (1 - 2*val_fraction, val_fraction, val_fraction)
+    # into train/val/test (report 003: val_fraction 0.1 -> 80/10/10 of all 60k CIFAR-10 images).
+    split_scheme: Literal["official", "pooled"] = "official"
     val_split: str | None = None  # split evaluated each epoch when val_fraction == 0 (None: "test"/"val")
     batch_size: int = 128  # images per optimizer step, summed over all processes
     eval_batch_size: int | None = None  # None: 2 x batch_size

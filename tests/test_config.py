@@ -90,3 +90,12 @@ def test_seed_recipes_match_the_reports():
     assert (r1.data.batch_size, r1.optim.lr, r1.optim.weight_decay, r1.schedule.name) == (64, 0.001, 2e-4, "step")
     r3 = load_config(CONFIGS[0].parent / "seed003_cifar10_adabound.yaml")
     assert (r3.data.batch_size, r3.optim.name) == (50, "adabound")
+    # report 003 split all 60k images 80/10/10; report 001 carved 45k/5k from the official train split
+    assert (r3.data.split_scheme, r3.data.val_fraction) == ("pooled", 0.1)
+    assert (r1.data.split_scheme, r0.data.split_scheme) == ("official", "official")
+
+
+def test_split_scheme_is_validated():
+    assert config_from_dict({"data": {"split_scheme": "pooled", "val_fraction": 0.1}}).data.split_scheme == "pooled"
+    with pytest.raises(ConfigError, match="split_scheme"):
+        config_from_dict({"data": {"split_scheme": "mixed"}})

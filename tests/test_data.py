@@ -438,3 +438,75 @@ def test_tensor_loader_moves_data_to_the_gpu_once():
     images, labels = _indexed(50)
     loader = TensorLoader(images, labels, 16, shuffle=True, drop_last=False, device="cuda", seed=0)
     assert loader.images.is_cuda and all(x.is_cuda and y.is_cuda for x, y in loader)
+
+
+# -------------------------------------------------------------------- split_scheme "pooled" (report 003)
+
+
+def _pooled(root, split, **kw):
+    return load_dataset("cifar10", root, split, **{"val_fraction": 0.1, "split_scheme": "pooled", **kw})
+
+
+def _image_keys(s) -> list[bytes]:
+    return sorted(bytes(im.numpy()) + bytes([int(y)]) for im, y in zip(s.images, s.labels))
+
+
+def test_cifar_pooled_split_is_80_10_10_stratified_disjoint_and_complete(shared_data):
+    _cifar_dir()
+    tr, va, te = (_pooled(shared_data, s) for s in ("train", "val", "test"))
+    full_train, full_test = load_dataset("cifar10", shared_data, "train"), load_dataset("cifar10", shared_data, "test")
+    assert len(full_train) + len(full_test) == 6102
+    # per class of n images: round(n * 0.1) to val, as many to test, the rest to train
+    counts = torch.bincount(torch.cat([full_train.labels, full_test.labels]), minlength=10)
+    per_class = torch.tensor([round(n * 0.1) for n in counts.tolist()])
+    assert torch.equal(torch.bincount(va.labels, minlength=10), per_class)
+    assert torch.equal(torch.bincount(te.labels, minlength=10), per_class)
+    assert torch.equal(torch.bincount(tr.labels, minlength=10), counts - 2 * per_class)
+    assert (len(tr), len(va), len(te)) == (4880, 611, 611)
+    assert (tr.split, va.split, te.split) == ("train", "val", "test") and tr.classes == full_train.classes
+    # disjoint, and together exactly the pooled official train + test images (with their labels)
+    keys = [set(_image_keys(s)) for s in (tr, va, te)]
+    assert sum(map(len, keys)) == 6102
+    assert not (keys[0] & keys[1] or keys[0] & keys[2] or keys[1] & keys[2])
+    assert sorted(_image_keys(tr) + _image_keys(va) + _image_keys(te)) == sorted(
+        _image_keys(full_train) + _image_keys(full_test))
+    # both official splits contribute to every part
+    official_test = set(_image_keys(full_test))
+    assert all(k & official_test for k in keys) and all(k - official_test for k in keys)
+
+
+def test_cifar_pooled_split_is_seeded(shared_data):
+    _cifar_dir()
+    va, te = _pooled(shared_data, "val", seed=0), _pooled(shared_data, "test", seed=0)
+    again = _pooled(shared_data, "val", seed=0)
+    other, other_te = _pooled(shared_data, "val", seed=1), _pooled(shared_data, "test", seed=1)
+    assert torch.equal(again.images, va.images) and torch.equal(again.labels, va.labels)
+    assert not torch.equal(other.images, va.images) and not torch.equal(other_te.images, te.images)
+    assert torch.equal(torch.bincount(other.labels, minlength=10), torch.bincount(va.labels, minlength=10))
+
+
+def test_digits_pooled_split_covers_all_1797():
+    parts = [load_dataset("digits", None, s, val_fraction=0.2, split_scheme="pooled", seed=3)
+             for s in ("train", "val", "test")]
+    assert sum(map(len, parts)) == 1797 and len(parts[1]) == len(parts[2])
+    assert abs(len(parts[1]) - 0.2 * 1797) <= 10
+    keys = [set(_image_keys(p)) for p in parts]
+    assert len(keys[0] | keys[1] | keys[2]) == sum(map(len, keys))
+
+
+def test_pooled_split_errors_are_config_errors():
+    with pytest.raises(ConfigError) as e:
+        load_dataset("digits", None, "train", val_fraction=0.1, split_scheme="mixed")
+    _one_line_error(e, "mixed", "official", "pooled")
+    with pytest.raises(ConfigError) as e:
+        load_dataset("digits", None, "train", split_scheme="pooled")
+    _one_line_error(e, "pooled", "val_fraction > 0")
+    for bad in (0.5, 0.7, -0.1):
+        with pytest.raises(ConfigError, match="val_fraction"):
+            load_dataset("digits", None, "train", val_fraction=bad, split_scheme="pooled")
+    with pytest.raises(ConfigError) as e:
+        load_dataset("digits", None, "train", val_fraction=0.1, split_scheme="pooled", in_memory=False)
+    _one_line_error(e, "pooled", "in_memory")
+    with pytest.raises(ConfigError) as e:
+        load_dataset("digits", None, "holdout", val_fraction=0.1, split_scheme="pooled")
+    _one_line_error(e, "train, val, test", "holdout")

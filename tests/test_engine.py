@@ -172,3 +172,15 @@ def test_a_few_steps_on_the_cifar_subset_reduce_the_loss(shared_data, one_thread
     after = evaluate(model, probe, preset, "cpu", amp="off")["loss"]
     assert stats["steps"] == 30 and math.isfinite(stats["train_loss"])
     assert after < before - 0.05, (before, after)
+
+
+def test_val_split_is_the_carved_val_for_pooled_and_val_fraction():
+    from squeezelab.config import config_from_dict
+    from squeezelab.engine.run import _val_split
+
+    def split(**data):
+        return _val_split(config_from_dict({"data": {"dataset": "cifar10", **data}}))
+
+    assert split() == "test" and split(val_fraction=0.1) == "val"
+    assert split(val_fraction=0.1, split_scheme="pooled") == "val"
+    assert split(val_fraction=0.1, split_scheme="pooled", val_split="train") == "train"

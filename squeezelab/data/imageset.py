@@ -101,3 +101,25 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         held.append(idx[:k])
         keep.append(idx[k:])
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def stratified_three_way(labels: torch.Tensor, fraction: float, seed: int
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices (train, val, test) partitioning ``labels``: for every class of n images,
+    ``round(n * fraction)`` go to val, as many to test, the rest to train (report 003: 0.1 -> 80/10/10).
+
+    ``fraction`` must be in (0, 0.5); then 2 * round(n * fraction) <= n, so train is never negative.
+    Chosen by ``seed``, deterministic on every machine (CPU generator), like ``stratified_split``.
+    """
+    if not 0.0 < fraction < 0.5:
+        raise ValueError(f"fraction must be in (0, 0.5), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    train, val, test = [], [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = int(round(len(idx) * fraction))
+        val.append(idx[:k])
+        test.append(idx[k:2 * k])
+        train.append(idx[2 * k:])
+    return tuple(torch.cat(part).sort().values for part in (train, val, test))

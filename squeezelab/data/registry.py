@@ -4,7 +4,7 @@ Each dataset module registers a ``DatasetSpec`` whose ``build(root, split)`` ret
 ``ImageSet`` (formats that already are pixel arrays: CIFAR pickles, sklearn digits) or a ``Listing``
 (image files to decode: Tiny ImageNet, image folders, image lists). This module turns a Listing into an
 in-memory ``ImageSet`` through the on-disk cache, or into a ``LazyImageSet`` for ``in_memory=False``,
-and carves train/val splits. Everything is offline; nothing here touches the network.
+and carves train/val(/test) splits. Everything is offline; nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 
 from squeezelab.data import cache
 from squeezelab.data.decode import DecodePolicy, Listing, decode_all
-from squeezelab.data.imageset import ImageSet, LazyImageSet, stratified_split
+from squeezelab.data.imageset import ImageSet, LazyImageSet, stratified_split, stratified_three_way
 from squeezelab.data.transforms import Preset, default_preset_for, get_preset
 from squeezelab.errors import ConfigError, DataError
 
@@ -38,6 +38,10 @@ class DatasetSpec:
 
 
 _DATASETS: dict[str, DatasetSpec] = {}
+
+# How train/val/test are drawn: "official" keeps the dataset's own train/held-out split (val_fraction
+# carves val from train; report 001: 45k/5k/10k); "pooled" pools both and re-splits them (report 003).
+SPLIT_SCHEMES = ("official", "pooled")
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:
@@ -65,6 +69,7 @@ def load_dataset(
     *,
     preset: str | Preset | None = None,
     val_fraction: float = 0.0,
+    split_scheme: str = "official",
     seed: int = 0,
     cache_dir: str | os.PathLike | None | bool = None,
     in_memory: bool = True,
@@ -81,6 +86,11 @@ def load_dataset(
         dataset's ``default_preset_for``). Fixed-size datasets are always stored at native size.
     val_fraction: > 0 carves "train" and "val" from the official training split, stratified by class
         and chosen by ``seed`` (report 001: 0.1 -> 45k/5k); the official evaluation split is then "test".
+    split_scheme: "official" (above) or "pooled": the official training and held-out splits are
+        concatenated and split by class into "train"/"val"/"test" with fractions
+        (1 - 2*val_fraction, val_fraction, val_fraction), chosen by ``seed`` (report 003: 0.1 -> 80/10/10
+        of all 60k CIFAR-10 images; per class of n images, round(n*val_fraction) each to val and test).
+        Needs 0 < val_fraction < 0.5 and in_memory=True; otherwise ConfigError.
     cache_dir: where decoded splits are cached (None -> $SQUEEZELAB_CACHE or ~/.cache/squeezelab;
         False -> no cache).
     in_memory: True -> ImageSet (uint8 [N,3,H,W] in memory); False -> LazyImageSet decoding per item
@@ -88,10 +98,18 @@ def load_dataset(
     download: cifar10/cifar100 only: fetch the official archive into data_dir if absent (needs network).
     """
     spec = get_spec(name)
-    native, carve = _resolve_split(spec, split, val_fraction)
+    if split_scheme == "pooled":
+        carve = _resolve_pooled_split(spec, split, val_fraction, in_memory)
+        parts = (spec.splits[0], spec.heldout)
+    elif split_scheme == "official":
+        native, carve = _resolve_split(spec, split, val_fraction)
+        parts = (native,)
+    else:
+        raise ConfigError(f"unknown split_scheme {split_scheme!r}; valid: {', '.join(SPLIT_SCHEMES)}")
     preset_obj = get_preset(preset if preset is not None else default_preset_for(name))
     # Training images may be stored larger than the network input (random crops need the margin).
-    policy = preset_obj.decode_policy(train=(carve or native) == "train")
+    # (pooled: both official splits are decoded alike, by the part asked for, so they can be concatenated)
+    policy = preset_obj.decode_policy(train=(carve or parts[0]) == "train")
     if download:
         if name not in ("cifar10", "cifar100"):
             raise ConfigError(f"--download is only available for cifar10/cifar100, not {name}")
@@ -99,10 +117,18 @@ def load_dataset(
             Path(data_dir).expanduser().mkdir(parents=True, exist_ok=True)
     root = _resolve_root(spec, data_dir)
     kwargs = {"download": True} if download else {}
-    built = spec.build(root, native, **kwargs)
-    if isinstance(built, Listing):
-        built = _materialise(built, policy, cache_dir, in_memory)
-    built.split = native
+    loaded = []
+    for part in parts:
+        built = spec.build(root, part, **kwargs)
+        if isinstance(built, Listing):
+            built = _materialise(built, policy, cache_dir, in_memory)
+        built.split = part
+        loaded.append(built)
+    if split_scheme == "pooled":
+        pooled = _concat(loaded)
+        train, val, test = stratified_three_way(pooled.labels, val_fraction, seed)
+        return pooled.subset({"train": train, "val": val, "test": test}[carve], carve)
+    built = loaded[0]
     if carve is None:
         return built
     keep, held = stratified_split(built.labels, val_fraction, seed)
@@ -124,6 +150,34 @@ def _resolve_split(spec: DatasetSpec, split: str, val_fraction: float) -> tuple[
         valid = ", ".join(list(spec.splits) + list(spec.aliases))
         raise ConfigError(f"{spec.name} has splits {valid}; got {split!r} (val_fraction > 0 carves a val split)")
     return split, None
+
+
+def _resolve_pooled_split(spec: DatasetSpec, split: str, val_fraction: float, in_memory: bool) -> str:
+    """split_scheme "pooled": -> the part asked for, "train", "val" or "test"."""
+    if val_fraction == 0:
+        raise ConfigError(f"split_scheme pooled re-splits {spec.name}'s train+{spec.heldout} into train/val/test "
+                          "with fractions (1 - 2f, f, f), f = val_fraction; set val_fraction > 0 (report 003: 0.1)")
+    if not 0.0 < val_fraction < 0.5:
+        raise ConfigError(f"split_scheme pooled needs val_fraction in (0, 0.5), got {val_fraction}")
+    if not in_memory:
+        raise ConfigError("split_scheme pooled needs in_memory: true (it concatenates two in-memory splits)")
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"{spec.name} with split_scheme pooled has splits train, val, test; got {split!r}")
+    return split
+
+
+def _concat(sets: list[ImageSet]) -> ImageSet:
+    """One in-memory ImageSet of ``sets`` in order (the official train split, then the held-out one)."""
+    first = sets[0]
+    for other in sets[1:]:
+        if other.classes != first.classes:
+            raise DataError(f"{first.name}: splits {first.split} and {other.split} have different classes; "
+                            "cannot pool them")
+        if other.images.shape[1:] != first.images.shape[1:]:
+            raise DataError(f"{first.name}: splits {first.split} and {other.split} decode to different sizes "
+                            f"({tuple(first.images.shape[1:])} vs {tuple(other.images.shape[1:])}); cannot pool them")
+    return ImageSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), first.classes,
+                    first.name, "pooled")
 
 
 def _resolve_root(spec: DatasetSpec, data_dir) -> Path | None:

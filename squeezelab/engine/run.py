@@ -64,8 +64,8 @@ class Run:
         d = cfg.data
         preset_name = d.preset or default_preset_for(d.dataset)
         self.preset = get_preset(preset_name)
-        common = dict(preset=preset_name, val_fraction=d.val_fraction, seed=cfg.train.seed,
-                      cache_dir=d.cache_dir, in_memory=d.in_memory)
+        common = dict(preset=preset_name, val_fraction=d.val_fraction, split_scheme=d.split_scheme,
+                      seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory)
         self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
         self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
         num_classes = cfg.model.num_classes or self.train_set.num_classes
@@ -224,10 +224,10 @@ class Run:
 
 def _val_split(cfg: RunConfig) -> str:
     """The split evaluated after every epoch: data.val_split, else the carved "val" when
-    val_fraction > 0, else the dataset's official held-out split."""
+    val_fraction > 0 or split_scheme is "pooled", else the dataset's official held-out split."""
     if cfg.data.val_split:
         return cfg.data.val_split
-    if cfg.data.val_fraction > 0:
+    if cfg.data.val_fraction > 0 or cfg.data.split_scheme == "pooled":
         return "val"
     from squeezelab.data.registry import get_spec
 
