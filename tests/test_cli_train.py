@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from squeezelab.data import load_dataset
 from squeezelab.cli import main
 from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
@@ -186,3 +187,19 @@ def test_torch_compile_opt_in_trains_and_saves_plain_keys(tmp_path):
     run = fit(load_config(_recipe(tmp_path), ["train.compile=true", "train.epochs=1"]), progress=False)
     state = read_checkpoint(run / "last.safetensors").model_state
     assert state and not any(k.startswith("_orig_mod.") for k in state)
+
+
+def test_eval_scores_a_pooled_split_run_on_its_own_test_part(tmp_path, capsys):
+    """Report 003's pooled 80/10/10 split: eval must default to the run's held-out part, not to the
+    official test split (most of which the pooled run trained on)."""
+    overrides = ["--set", "train.epochs=1", "--set", "data.split_scheme=pooled", "--set", "data.val_fraction=0.1",
+                 "--set", "data.limit=null"]
+    assert main(["train", str(_recipe(tmp_path)), *overrides, "--no-progress"]) == 0
+    run = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["eval", "--weights", str(run), "--dataset", "digits", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    pooled_test = load_dataset("digits", None, "test", split_scheme="pooled", val_fraction=0.1, seed=3, cache_dir=False)
+    assert result["split"] == "test" and result["n"] == len(pooled_test) != 360  # 10% of 1,797 by class
+    # explicit options win: the official test split of 360 images
+    assert main(["eval", "--weights", str(run), "--dataset", "digits", "--split-scheme", "official", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 360

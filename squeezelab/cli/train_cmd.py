@@ -72,6 +72,10 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--data-dir", help="dataset folder (not needed for digits)")
     p.add_argument("--split", help="split to evaluate (default: the dataset's official held-out split)")
     p.add_argument("--preset", help="preprocessing preset (default: the weights', else the dataset's)")
+    p.add_argument("--split-scheme", choices=["official", "pooled"],
+                   help="official splits, or report 003's pooled train/val/test (default: as the weights' run)")
+    p.add_argument("--val-fraction", type=float, help="pooled scheme: val and test fraction each (default: the run's)")
+    p.add_argument("--seed", type=int, help="pooled scheme: split seed (default: the run's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra model option")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
@@ -85,7 +89,8 @@ def _eval(args) -> int:
 
     result = evaluate_weights(args.weights, args.dataset, data_dir=args.data_dir, split=args.split,
                               model=args.model, preset=args.preset, options=_options(args.set),
-                              batch_size=args.batch_size, device=args.device, amp=args.amp)
+                              batch_size=args.batch_size, device=args.device, amp=args.amp,
+                              split_scheme=args.split_scheme, val_fraction=args.val_fraction, seed=args.seed)
     if args.json:
         print(json.dumps(result))
     else:

@@ -17,22 +17,38 @@ from squeezelab.errors import ConfigError
 
 def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None, split: str | None = None,
                      model: str | None = None, preset: str | None = None, options: dict | None = None,
-                     batch_size: int = 256, device: str = "auto", amp: str = "auto") -> dict:
-    """-> {"top1", "top5", "loss", "n", "seconds", "model", "dataset", "split", "preset"} (fractions)."""
+                     batch_size: int = 256, device: str = "auto", amp: str = "auto",
+                     split_scheme: str | None = None, val_fraction: float | None = None,
+                     seed: int | None = None) -> dict:
+    """-> {"top1", "top5", "loss", "n", "seconds", "model", "dataset", "split", "preset"} (fractions).
+
+    ``split_scheme`` / ``val_fraction`` / ``seed`` default to those of the run that trained the weights
+    when it trained on this dataset (a report-003 pooled split must be scored on its own test part)."""
     from squeezelab.data import default_preset_for, get_spec, load_dataset
     from squeezelab.pretrained import load_weights
 
     w = load_weights(weights)
     name = _model_name(model, w.model_name)
     preset = preset or w.preset or default_preset_for(dataset)
-    split = split or get_spec(dataset).heldout
-    data = load_dataset(dataset, data_dir, split, preset=preset)
+    scheme, fraction, seed = _split_settings(w, dataset, split_scheme, val_fraction, seed)
+    split = split or ("test" if scheme == "pooled" else get_spec(dataset).heldout)
+    data = load_dataset(dataset, data_dir, split, preset=preset, split_scheme=scheme, val_fraction=fraction,
+                        seed=seed)
     net = _build(name, w, data.num_classes, options or {})
     dev = runtime.choose_device(device)
     t = time.perf_counter()
     result = _run(net, data, preset, dev, batch_size, amp)
     result["seconds"] = round(time.perf_counter() - t, 3)
     return {**result, "model": name, "dataset": dataset, "split": split, "preset": preset}
+
+
+def _split_settings(w, dataset: str, scheme: str | None, fraction: float | None,
+                    seed: int | None) -> tuple[str, float, int]:
+    trained = w.data_split if w.data_split and w.data_split.get("dataset") == dataset else {}
+    scheme = scheme or trained.get("split_scheme") or "official"
+    fraction = fraction if fraction is not None else float(trained.get("val_fraction") or 0.0)
+    seed = seed if seed is not None else int(trained.get("seed") or 0)
+    return scheme, (fraction if scheme == "pooled" else 0.0), seed
 
 
 def _model_name(given: str | None, from_weights: str | None) -> str:

@@ -36,6 +36,9 @@ class LoadedWeights:
     num_classes: int | None = None
     preset: str | None = None
     path: Path | None = None
+    # How a squeezelab run split its dataset ({"dataset", "split_scheme", "val_fraction", "seed"}), so that
+    # `eval` scores a pooled-split run (report 003) on its own held-out images, not on training images.
+    data_split: dict | None = None
 
     @property
     def model_spec(self) -> dict | None:
@@ -97,7 +100,16 @@ def _load_safetensors(path: Path) -> LoadedWeights:
     meta = ckpt.meta or {}
     model = meta.get("model") or {}
     return LoadedWeights(dict(ckpt.model_state), "squeezelab", model.get("name"), dict(model.get("options") or {}),
-                         model.get("num_classes"), meta.get("preset"), path)
+                         model.get("num_classes"), meta.get("preset"), path, _data_split(meta.get("config")))
+
+
+def _data_split(config: dict | None) -> dict | None:
+    """The split settings of the run that wrote a checkpoint (None for files without a run config)."""
+    if not isinstance(config, dict):
+        return None
+    data, train = config.get("data") or {}, config.get("train") or {}
+    return {"dataset": data.get("dataset"), "split_scheme": data.get("split_scheme", "official"),
+            "val_fraction": data.get("val_fraction", 0.0), "seed": train.get("seed", 0)}
 
 
 def _load_torch(path: Path) -> LoadedWeights:
