@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from squeezelab.models.layers import conv_bn
+from squeezelab.models.layers import StagedNet, conv_bn
 from squeezelab.models.registry import ModelEntry, Opt, register
 
 ALEXNET_OPTIONS = {
@@ -35,7 +35,7 @@ _CONVS = (("conv2", 192, 5, 2, True), ("conv3", 384, 3, 1, False), ("conv4", 256
           ("conv5", 256, 3, 1, True))
 
 
-class AlexNet(nn.Module):
+class AlexNet(StagedNet):
     """AlexNet with timm-style ``forward_features`` (conv1..maxpool5) / ``forward_head``."""
 
     def __init__(self, num_classes: int = 1000, *, bn: bool = False, stem: str = "imagenet",
@@ -71,19 +71,11 @@ class AlexNet(nn.Module):
         if isinstance(getattr(self, "model_spec", None), dict):
             self.model_spec["num_classes"] = num_classes
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.feature_names:
-            x = getattr(self, name)(x)
-        return x
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)
         x = self.fc6_act(self.fc6(self.fc6_dropout(x)))
         x = self.fc7_act(self.fc7(self.fc7_dropout(x)))
         return self.fc8(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _build(*, num_classes: int, where: str = "alexnet", **options) -> AlexNet:

@@ -18,6 +18,25 @@ from torch import nn
 ACTIVATIONS = ("relu", "leaky_relu", "softplus", "prelu")
 
 
+class StagedNet(nn.Module):
+    """timm-style split shared by our networks: ``forward_features`` calls the modules named in
+    ``self.feature_names`` in order (a static tuple, so torch.compile sees no Python-side branching);
+    subclasses define ``forward_head`` and ``reset_classifier``."""
+
+    feature_names: tuple[str, ...] = ()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.feature_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # each network defines its own head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 def make_act(name: str, slope: float = 0.01) -> nn.Module:
     """A fresh activation module. ``slope``: LeakyReLU's negative slope; ``"none"``: identity.
 

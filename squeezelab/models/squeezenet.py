@@ -62,7 +62,7 @@ from torch import nn
 
 from squeezelab.errors import ConfigError
 from squeezelab.models.design_space import FireSpec, fire_specs
-from squeezelab.models.layers import ACTIVATIONS, Fire, conv_bn, make_act
+from squeezelab.models.layers import ACTIVATIONS, Fire, StagedNet, conv_bn, make_act
 from squeezelab.models.registry import ModelEntry, Opt, register
 from squeezelab.models.squeezenext import SqNxtBlock
 
@@ -190,7 +190,7 @@ def _bypass_kind(cfg: SqueezeNetConfig, k: int, cin: int, cout: int, where: str)
     return "none"
 
 
-class SqueezeNet(nn.Module):
+class SqueezeNet(StagedNet):
     """SqueezeNet built from a :class:`SqueezeNetConfig`, with timm-style feature/head split.
 
     ``forward_features``: conv1 .. last Fire (fire9); ``forward_head``: dropout, conv10, head
@@ -269,11 +269,6 @@ class SqueezeNet(nn.Module):
         if isinstance(getattr(self, "model_spec", None), dict):
             self.model_spec["num_classes"] = num_classes
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.feature_names:
-            x = getattr(self, name)(x)
-        return x
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv10_act(self.conv10_bn(self.conv10(self.dropout(x))))
         x = torch.flatten(self.avgpool10(x), 1)
@@ -281,9 +276,6 @@ class SqueezeNet(nn.Module):
             x = self.fc1_act(self.fc1(self.fc1_dropout(x)))
             x = self.fc2(self.fc2_dropout(x))
         return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _builder(name: str, variant: Variant):
