@@ -56,6 +56,7 @@ class ModelConfig:
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
+    download: bool = False  # fetch the official archive into data_dir if absent (cifar10/100, tiny-imagenet)
     preset: str | None = None  # None: the dataset's default preset for this model
     val_fraction: float = 0.0  # > 0: hold out this fraction of train for validation
     # "official": the dataset's train/held-out split, val carved from train (report 001: 45k/5k/10k);
@@ -103,11 +104,15 @@ class EarlyStoppingConfig:
     top5_threshold: float = 0.0  # counting starts once val top-5 (a fraction) reaches this
 
 
+AmpChoice = Literal["auto", "bf16", "fp16", "off"]
+AMP_CHOICES: tuple[str, ...] = typing.get_args(AmpChoice)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
     label_smoothing: float = 0.0
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 where measured faster (see runtime)
+    amp: AmpChoice = "auto"  # auto: bf16, fp16 or fp32 by hardware (runtime.resolve_amp)
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False  # torch.compile (opt-in: compile time dominates short runs)
     seed: int = 0
@@ -266,8 +271,10 @@ def dump_config(cfg: RunConfig) -> str:
 
 
 def config_hash(cfg: RunConfig, length: int = 6) -> str:
-    """Short stable hash of the config's content, ignoring where its output goes."""
+    """Short stable hash of the config's content, ignoring where its output goes and whether its data
+    was downloaded (neither changes what is trained; run ids stay those of older versions)."""
     data = config_to_dict(cfg)
     data.pop("output", None)
+    data["data"].pop("download", None)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:length]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from squeezelab.config import RunConfig, config_hash
+from squeezelab.config import AMP_CHOICES, RunConfig, config_hash
 from squeezelab.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -82,20 +82,30 @@ def choose_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32.
 
-    ``auto`` picks bf16 on CUDA devices with bf16 support (Ampere and newer: A100, H100) and on CPUs
-    with native bf16 (AVX512-BF16 / AMX, as oneDNN reports it). On CPUs without it bf16 is emulated
-    and slow: on our 2-core AVX2 EPYC dev box (torch 2.14) bf16 autocast trained a SqueezeNet 1.1
-    at 32 px at 50-400 img/s against 1800-2200 img/s in fp32, and `squeezelab bench train` on the
-    CIFAR subset gave 0.29x of the naive fp32 pipeline, so ``auto`` is fp32 there.
-    ``bf16`` forces it, ``off`` is always fp32.
+    ``auto`` picks bf16 where the hardware has it natively: CUDA compute capability >= 8.0 (A100,
+    H100, RTX 30xx+) and CPUs with AVX512-BF16 / AMX (as oneDNN reports it). Older CUDA GPUs (V100,
+    T4, RTX 20xx) only emulate bf16, so ``auto`` gives them fp16, which their tensor cores run, with a
+    GradScaler (see ``needs_grad_scaler``). On CPUs without native bf16 it is emulated and slow: on
+    our 2-core AVX2 EPYC dev box (torch 2.14) bf16 autocast trained a SqueezeNet 1.1 at 32 px at
+    50-400 img/s against 1800-2200 img/s in fp32, and `squeezelab bench train` on the CIFAR subset
+    gave 0.29x of the naive fp32 pipeline, so ``auto`` is fp32 there (fp16 on such CPUs is slower
+    still). ``bf16`` / ``fp16`` force that dtype, ``off`` is always fp32.
     """
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
     if amp == "off":
         return None
-    if amp == "bf16":
-        return torch.bfloat16
+    if amp in ("bf16", "fp16"):
+        return torch.bfloat16 if amp == "bf16" else torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        native_bf16 = torch.cuda.get_device_capability(device) >= (8, 0)
+        return torch.bfloat16 if native_bf16 else torch.float16
     return torch.bfloat16 if _cpu_has_native_bf16() else None
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16's 5-bit exponent underflows small gradients, so its losses are scaled (bf16's is fp32's)."""
+    return dtype == torch.float16
 
 
 def _cpu_has_native_bf16() -> bool:

@@ -150,6 +150,8 @@ def test_bench_reports_both_pipelines(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["ours"]["images_per_second"] > 0 and r["naive"]["images_per_second"] > 0
     assert r["ratio"] == pytest.approx(r["ours"]["images_per_second"] / r["naive"]["images_per_second"])
+    assert r["network"]["images_per_second"] > 0
+    assert r["ours_of_network"] == pytest.approx(r["ours"]["images_per_second"] / r["network"]["images_per_second"])
 
 
 def test_eval_of_the_authors_compressed_squeezenet_matches_its_published_numbers(shared_data, capsys):

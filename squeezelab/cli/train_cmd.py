@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from squeezelab.config import AMP_CHOICES
+
 
 def register(subparsers) -> None:
     _register_train(subparsers)
@@ -32,6 +34,9 @@ def _register_train(subparsers) -> None:
     p.add_argument("--run-dir", help="write the run here (must not hold files) instead of runs_dir/<id>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar / periodic log lines")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official archive into data.data_dir if it is not there (needs network); "
+                        "sets data.download=true")
     p.set_defaults(func=_train)
 
 
@@ -40,6 +45,7 @@ def _train(args) -> int:
     from squeezelab.errors import ConfigError
 
     overrides = list(args.set) + ([f"output.run_dir={args.run_dir}"] if args.run_dir else [])
+    overrides += ["data.download=true"] if args.download else []
     if args.resume:
         resume = Path(args.resume)
         if not (resume / "config.yaml").is_file():
@@ -70,6 +76,8 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--model", help="model name (default: the one the weights name)")
     p.add_argument("--dataset", required=True, help="registered dataset name (cifar10, tiny-imagenet, ...)")
     p.add_argument("--data-dir", help="dataset folder (not needed for digits)")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official archive into --data-dir if it is not there (needs network)")
     p.add_argument("--split", help="split to evaluate (default: the dataset's official held-out split)")
     p.add_argument("--preset", help="preprocessing preset (default: the weights', else the dataset's)")
     p.add_argument("--split-scheme", choices=["official", "pooled"],
@@ -79,7 +87,7 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra model option")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--json", action="store_true", help='print {"top1", "top5", "n", "loss", "seconds"}')
     p.set_defaults(func=_eval)
 
@@ -90,7 +98,8 @@ def _eval(args) -> int:
     result = evaluate_weights(args.weights, args.dataset, data_dir=args.data_dir, split=args.split,
                               model=args.model, preset=args.preset, options=_options(args.set),
                               batch_size=args.batch_size, device=args.device, amp=args.amp,
-                              split_scheme=args.split_scheme, val_fraction=args.val_fraction, seed=args.seed)
+                              split_scheme=args.split_scheme, val_fraction=args.val_fraction, seed=args.seed,
+                              download=args.download)
     if args.json:
         print(json.dumps(result))
     else:
@@ -117,15 +126,18 @@ def _register_bench(subparsers) -> None:
     p.add_argument("--model", default="squeezenet1_1")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-dir")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official archive into --data-dir if it is not there (needs network)")
     p.add_argument("--preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="timed steps per pipeline, split into 3 alternating rounds")
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
+    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--workers", type=int, default=None, help="naive DataLoader workers (default: min(2, cpus))")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model (the naive one stays eager)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)
 
@@ -140,7 +152,8 @@ def _bench(args) -> int:
     try:
         r = bench_train(args.model, args.dataset, data_dir=args.data_dir, preset=args.preset,
                         options=_options(args.set), batch_size=args.batch_size, steps=args.steps,
-                        device=args.device, amp=args.amp, channels_last=args.channels_last, workers=args.workers)
+                        device=args.device, amp=args.amp, channels_last=args.channels_last, workers=args.workers,
+                        download=args.download, compile=args.compile)
     finally:
         torch.set_num_threads(threads)
     if args.json:
@@ -148,6 +161,8 @@ def _bench(args) -> int:
     else:
         print(f"ours : {r['ours']['images_per_second']:.0f} img/s  ({r['ours']['settings']})")
         print(f"naive: {r['naive']['images_per_second']:.0f} img/s  ({r['naive']['settings']})")
+        print(f"network alone: {r['network']['images_per_second']:.0f} img/s  (ours reaches "
+              f"{100 * r['ours_of_network']:.0f}% of it)")
         print(f"ratio: {r['ratio']:.2f}x  ({r['device']}, {r['model']}, {r['dataset']}, {r['input_size']} px, "
               f"batch {r['batch_size']}, {r['torch_threads']} threads)")
     return 0

@@ -12,6 +12,8 @@ def register(subparsers) -> None:
     p.add_argument("--weights", required=True, help="a .net / .pth / .safetensors file or a run folder")
     p.add_argument("--dataset", required=True, help="registered dataset name (e.g. cifar10)")
     p.add_argument("--data-dir", default=None, help="dataset folder as downloaded")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official archive into --data-dir if it is not there (needs network)")
     p.add_argument("--mode", nargs="+", default=["linear"], choices=MODES,
                    help="one or more modes; frozen ones share one pass of feature extraction")
     p.add_argument("--input-size", type=int, default=96, help="pixels per side the pretrained network sees")
@@ -36,8 +38,8 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     weights = load_weights(args.weights)
-    train = load_dataset(args.dataset, args.data_dir, "train")
-    test = load_dataset(args.dataset, args.data_dir, get_spec(args.dataset).heldout)
+    train = load_dataset(args.dataset, args.data_dir, "train", download=args.download)
+    test = load_dataset(args.dataset, args.data_dir, get_spec(args.dataset).heldout, download=args.download)
     cache: dict = {}
     for mode in args.mode:
         cfg = TransferConfig(mode=mode, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size,

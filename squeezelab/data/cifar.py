@@ -17,20 +17,17 @@ import numpy as np
 import torch
 
 from squeezelab.data.decode import first_line
+from squeezelab.data.download import ensure as fetch_archive
 from squeezelab.data.imageset import ImageSet
 from squeezelab.data.registry import DatasetSpec, find_root, register
 from squeezelab.errors import DataError
 
 _LAYOUT = {
     "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
-                    test=["test_batch"], meta="batches.meta", names="label_names", labels="labels",
-                    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                    md5="c58f30108f718f92721af3b95e74349a"),
+                    test=["test_batch"], meta="batches.meta", names="label_names", labels="labels"),
     "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     names="fine_label_names", labels="fine_labels",
-                     url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                     md5="eb9058c3a382ffc7106e4002c42a8d85"),
-}
+                     names="fine_label_names", labels="fine_labels"),
+}  # the official archives (url, md5) are in squeezelab.data.download.ARCHIVES
 
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
@@ -77,14 +74,15 @@ def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
 def _find(name: str, data_dir: Path, download: bool) -> Path:
     lay = _LAYOUT[name]
     root = find_root(data_dir, lambda p: (p / lay["train"][0]).is_file(), (lay["folder"],))
-    if root is None and download:
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        download_and_extract_archive(lay["url"], str(data_dir), md5=lay["md5"])
+    if root is None and download:  # only when absent: a folder already there is never fetched again
+        fetch_archive(name, data_dir)
         root = find_root(data_dir, lambda p: (p / lay["train"][0]).is_file(), (lay["folder"],))
+        if root is None:  # extraction never overwrites, so an incomplete folder of that name stays
+            raise DataError(f"{data_dir / lay['folder']}: has no {lay['train'][0]} (an incomplete copy?); "
+                            "move it away and run with --download again")
     if root is None:
         raise DataError(f"{data_dir}: no {lay['folder']}/ with {lay['train'][0]} found (expected the official "
-                        f"CIFAR python-version folder, or pass download=True)")
+                        f"CIFAR python-version folder, or pass --download)")
     return root
 
 

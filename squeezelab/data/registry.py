@@ -4,7 +4,7 @@ Each dataset module registers a ``DatasetSpec`` whose ``build(root, split)`` ret
 ``ImageSet`` (formats that already are pixel arrays: CIFAR pickles, sklearn digits) or a ``Listing``
 (image files to decode: Tiny ImageNet, image folders, image lists). This module turns a Listing into an
 in-memory ``ImageSet`` through the on-disk cache, or into a ``LazyImageSet`` for ``in_memory=False``,
-and carves train/val(/test) splits. Everything is offline; nothing here touches the network.
+and carves train/val(/test) splits. Everything is offline unless ``download=True`` (see ``download``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 
 from squeezelab.data import cache
 from squeezelab.data.decode import DecodePolicy, Listing, decode_all
+from squeezelab.data.download import downloadable
 from squeezelab.data.imageset import ImageSet, LazyImageSet, stratified_split, stratified_three_way
 from squeezelab.data.transforms import Preset, default_preset_for, get_preset
 from squeezelab.errors import ConfigError, DataError
@@ -95,7 +96,9 @@ def load_dataset(
         False -> no cache).
     in_memory: True -> ImageSet (uint8 [N,3,H,W] in memory); False -> LazyImageSet decoding per item
         (array formats — CIFAR, digits — are small and always in memory; ImageSet is a Dataset too).
-    download: cifar10/cifar100 only: fetch the official archive into data_dir if absent (needs network).
+    download: fetch the dataset's official archive into data_dir if it is not there (needs network):
+        the datasets in ``squeezelab.data.download.ARCHIVES``; digits (built in) ignores it; others ->
+        ConfigError. data_dir (or $SQUEEZELAB_DATA) is created; neither given -> ConfigError.
     """
     spec = get_spec(name)
     if split_scheme == "pooled":
@@ -110,13 +113,10 @@ def load_dataset(
     # Training images may be stored larger than the network input (random crops need the margin).
     # (pooled: both official splits are decoded alike, by the part asked for, so they can be concatenated)
     policy = preset_obj.decode_policy(train=(carve or parts[0]) == "train")
-    if download:
-        if name not in ("cifar10", "cifar100"):
-            raise ConfigError(f"--download is only available for cifar10/cifar100, not {name}")
-        if data_dir is not None:
-            Path(data_dir).expanduser().mkdir(parents=True, exist_ok=True)
+    if download and spec.needs_data_dir:  # built-in sets (digits) have nothing to fetch
+        data_dir = _prepare_download(name, data_dir)
     root = _resolve_root(spec, data_dir)
-    kwargs = {"download": True} if download else {}
+    kwargs = {"download": True} if download and spec.needs_data_dir else {}
     loaded = []
     for part in parts:
         built = spec.build(root, part, **kwargs)
@@ -190,6 +190,23 @@ def _resolve_root(spec: DatasetSpec, data_dir) -> Path | None:
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: data directory not found (expected the {spec.name} folder: {spec.description})")
+    return root
+
+
+def _prepare_download(name: str, data_dir) -> Path:
+    """Check ``name`` has an official archive and create the folder it will be fetched into."""
+    if name not in downloadable():
+        raise ConfigError(f"--download is available for {', '.join(downloadable())}, not {name} "
+                          "(download it yourself and pass --data-dir)")
+    data_dir = data_dir if data_dir is not None else os.environ.get("SQUEEZELAB_DATA")
+    if data_dir is None:
+        raise ConfigError(f"--download needs a folder to download {name} into: pass --data-dir "
+                          "(or set $SQUEEZELAB_DATA)")
+    root = Path(data_dir).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{root}: cannot create the data directory ({e.strerror or e})") from None
     return root
 
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from squeezelab.data.decode import FileSource, Listing, ZipSource, open_zip
+from squeezelab.data.download import ensure as fetch_archive
 from squeezelab.data.registry import DatasetSpec, find_root, register
 from squeezelab.errors import DataError
 
@@ -146,8 +147,10 @@ def _zip_index(stats: tuple) -> tuple[dict, dict, dict]:
     return train, val_files, texts
 
 
-def build(data_dir: Path, split: str) -> Listing:
+def build(data_dir: Path, split: str, download: bool = False) -> Listing:
     root = find_root(data_dir, _is_root, (TOP,))
+    if root is None and download:  # the official zip is read in place, so fetching it is all there is to do
+        root = find_root(fetch_archive("tiny-imagenet", data_dir), _is_root, (TOP,))
     if root is None:
         raise DataError(f"{data_dir}: no Tiny ImageNet found (expected {TOP}/ with wnids.txt, or "
                         f"tiny-imagenet-200.zip / tiny-imagenet-200.partKofN.zip files)")

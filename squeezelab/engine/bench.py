@@ -5,8 +5,10 @@
   channels_last (where ``resolve_channels_last`` picks it).
 - naive (the torchvision tutorial way): a Dataset of PIL images -> per-sample transforms
   (resize, pad-and-random-crop, flip, ToTensor, Normalize) -> torch DataLoader -> eager fp32 NCHW.
+- network: ours without the data: the same model and settings stepping on one batch already on the
+  device, the ceiling any input pipeline could reach (ours / network says how close ours gets).
 
-Both run SGD steps (after warm-up steps), alternating in rounds; the throughput includes data loading.
+All run SGD steps (after warm-up steps), alternating in rounds; ours and naive include data loading.
 """
 
 from __future__ import annotations
@@ -26,32 +28,35 @@ WARMUP_STEPS = 3
 def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset: str | None = None,
                 options: dict | None = None, batch_size: int = 128, steps: int = 20, device: str = "auto",
                 amp: str = "auto", channels_last: str = "auto", workers: int | None = None,
-                rounds: int = 3) -> dict:
-    """-> {"ours": {...}, "naive": {...}, "ratio": ours/naive, ...} with images_per_second each.
+                rounds: int = 3, download: bool = False, compile: bool = False) -> dict:
+    """-> {"ours": {...}, "naive": {...}, "network": {...}, "ratio": ours/naive, ...} with
+    images_per_second each. ``compile``: torch.compile our model (ours and network; naive stays eager).
 
-    The two pipelines run alternately in ``rounds`` chunks of steps/rounds steps and each reports its
-    median chunk throughput, so both see the same background load on a shared machine."""
+    The pipelines run alternately in ``rounds`` chunks of steps/rounds steps and each reports its
+    median chunk throughput, so all see the same background load on a shared machine."""
     from squeezelab.data import default_preset_for, get_preset, load_dataset
 
     dev = runtime.choose_device(device)
     preset = get_preset(preset or default_preset_for(dataset))
-    data = load_dataset(dataset, data_dir, "train", preset=preset.name)
+    data = load_dataset(dataset, data_dir, "train", preset=preset.name, download=download)
     dtype, cl = runtime.resolve_amp(amp, dev), runtime.resolve_channels_last(channels_last, dev)
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
-    ours = _ours(model, options or {}, data, preset, dev, batch_size, dtype, cl)
-    naive = _naive(model, options or {}, data, preset, dev, batch_size, workers)
+    pipelines = {"ours": _ours(model, options or {}, data, preset, dev, batch_size, dtype, cl, compile),
+                 "naive": _naive(model, options or {}, data, preset, dev, batch_size, workers),
+                 "network": _network(model, options or {}, data, preset, dev, batch_size, dtype, cl, compile)}
     chunk = max(1, steps // rounds)
-    results = {"ours": [], "naive": []}
-    for batches, step, _ in (ours, naive):
+    results = {name: [] for name in pipelines}
+    for batches, step, _ in pipelines.values():
         for _ in range(WARMUP_STEPS):
             step(*next(batches))
     for _ in range(rounds):
-        for name, (batches, step, _) in (("ours", ours), ("naive", naive)):
+        for name, (batches, step, _) in pipelines.items():
             results[name].append(_timed(batches, step, chunk, batch_size, dev))
     ips = {k: statistics.median(v) for k, v in results.items()}
-    return {"ours": {"images_per_second": ips["ours"], "settings": ours[2], "rounds": results["ours"]},
-            "naive": {"images_per_second": ips["naive"], "settings": naive[2], "rounds": results["naive"]},
-            "ratio": ips["ours"] / ips["naive"], "device": str(dev), "model": model, "dataset": dataset,
+    out = {name: {"images_per_second": ips[name], "settings": pipelines[name][2], "rounds": results[name]}
+           for name in pipelines}
+    return {**out, "ratio": ips["ours"] / ips["naive"], "ours_of_network": ips["ours"] / ips["network"],
+            "device": str(dev), "model": model, "dataset": dataset,
             "input_size": preset.input_size, "batch_size": batch_size, "steps": chunk * rounds,
             "torch_threads": torch.get_num_threads()}
 
@@ -62,6 +67,11 @@ def _model(name: str, options: dict, num_classes: int, dev: torch.device, cl: bo
     torch.manual_seed(0)
     m = create_model(name, num_classes=num_classes, **options).to(dev).train()
     return m.to(memory_format=torch.channels_last) if cl else m
+
+
+def _our_step(name, options, data, dev, dtype, cl, compile):
+    model = _model(name, options, data.num_classes, dev, cl)
+    return _sgd_step(torch.compile(model) if compile else model, dev, dtype)
 
 
 def _timed(batches, step, n_steps: int, batch_size: int, dev: torch.device) -> float:
@@ -85,23 +95,26 @@ def _forever(make_iter):
 
 
 def _sgd_step(model: nn.Module, dev: torch.device, dtype: torch.dtype | None):
+    from squeezelab.engine.loop import StepOptions, _backward_and_step
+
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler(dev.type) if runtime.needs_grad_scaler(dtype) else None
+    opts = StepOptions(amp_dtype=dtype, scaler=scaler)  # the trainer's own backward/step (fp16: scaled)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _backward_and_step(model, opt, loss, opts)
 
     return step
 
 
-def _ours(name, options, data, preset, dev, batch_size, dtype, cl):
+def _ours(name, options, data, preset, dev, batch_size, dtype, cl, compile):
     """-> (batches, step, settings) of our pipeline."""
     from squeezelab.data import TensorLoader
 
-    inner = _sgd_step(_model(name, options, data.num_classes, dev, cl), dev, dtype)
+    inner = _our_step(name, options, data, dev, dtype, cl, compile)
     loader = TensorLoader(data.images, data.labels, batch_size, shuffle=True, drop_last=True, device=dev, seed=0)
     gen = torch.Generator(dev).manual_seed(0)
 
@@ -109,8 +122,19 @@ def _ours(name, options, data, preset, dev, batch_size, dtype, cl):
         x = preset.train(x, generator=gen)
         inner(x.contiguous(memory_format=torch.channels_last) if cl else x, y)
 
-    settings = f"TensorLoader + batched {preset.name} preset, amp {dtype or 'off'}, channels_last {cl}"
+    settings = (f"TensorLoader + batched {preset.name} preset, amp {dtype or 'off'}, channels_last {cl}"
+                + (", torch.compile" if compile else ""))
     return _forever(lambda: iter(loader)), step, settings
+
+
+def _network(name, options, data, preset, dev, batch_size, dtype, cl, compile):
+    """-> (batches, step, settings): our model and settings on one fixed, already prepared batch."""
+    take = torch.arange(batch_size) % len(data.labels)
+    x = preset.train(data.images[take].to(dev), generator=torch.Generator(dev).manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last) if cl else x
+    y = data.labels[take].to(dev)
+    step = _our_step(name, options, data, dev, dtype, cl, compile)
+    return _forever(lambda: iter([(x, y)])), step, "network step alone (one prepared batch on the device)"
 
 
 def _naive(name, options, data, preset, dev, batch_size, workers):

@@ -19,7 +19,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
                      model: str | None = None, preset: str | None = None, options: dict | None = None,
                      batch_size: int = 256, device: str = "auto", amp: str = "auto",
                      split_scheme: str | None = None, val_fraction: float | None = None,
-                     seed: int | None = None) -> dict:
+                     seed: int | None = None, download: bool = False) -> dict:
     """-> {"top1", "top5", "loss", "n", "seconds", "model", "dataset", "split", "preset"} (fractions).
 
     ``split_scheme`` / ``val_fraction`` / ``seed`` default to those of the run that trained the weights
@@ -33,7 +33,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
     scheme, fraction, seed = _split_settings(w, dataset, split_scheme, val_fraction, seed)
     split = split or ("test" if scheme == "pooled" else get_spec(dataset).heldout)
     data = load_dataset(dataset, data_dir, split, preset=preset, split_scheme=scheme, val_fraction=fraction,
-                        seed=seed)
+                        seed=seed, download=download)
     net = _build(name, w, data.num_classes, options or {})
     dev = runtime.choose_device(device)
     t = time.perf_counter()

@@ -31,6 +31,7 @@ class StepOptions:
     grad_clip: float | None = None
     max_steps: int | None = None  # global cap on optimizer steps
     check_every: int = 25  # steps between host syncs that check the loss is finite
+    scaler: torch.amp.GradScaler | None = None  # fp16 only (runtime.needs_grad_scaler)
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -72,10 +73,7 @@ def train_one_epoch(
         with _autocast(device, opts.amp_dtype):
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if opts.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
-        optimizer.step()
+        _backward_and_step(model, optimizer, loss, opts)
         step += 1
         sums.add(loss=loss.detach().float() * len(y), n=len(y))
         if (step - start_step) % opts.check_every == 0:
@@ -85,6 +83,23 @@ def train_one_epoch(
     if not math.isfinite(mean):
         raise _nan_error(step, mean)
     return {"train_loss": mean, "images": int(totals["n"]), "steps": step - start_step, "lr": lr}
+
+
+def _backward_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                       opts: StepOptions) -> None:
+    """backward + optional gradient clipping + step; with fp16 through the GradScaler, which skips
+    steps whose gradients overflowed and adapts the scale (clipping sees unscaled gradients)."""
+    scaler = opts.scaler
+    (scaler.scale(loss) if scaler else loss).backward()
+    if opts.grad_clip:
+        if scaler:
+            scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def _check_finite(sums: Sums, step: int, progress: Progress | None) -> None:

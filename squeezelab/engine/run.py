@@ -44,9 +44,10 @@ class Run:
         if cfg.train.threads:  # fit() restores the caller's thread count afterwards
             torch.set_num_threads(cfg.train.threads)
         self.progress = progress and self.info.is_main
-        self.opts = StepOptions(runtime.resolve_amp(cfg.train.amp, self.device),
-                                runtime.resolve_channels_last(cfg.train.channels_last, self.device),
-                                cfg.train.grad_clip, cfg.train.max_steps)
+        amp_dtype = runtime.resolve_amp(cfg.train.amp, self.device)
+        scaler = torch.amp.GradScaler(self.device.type) if runtime.needs_grad_scaler(amp_dtype) else None
+        self.opts = StepOptions(amp_dtype, runtime.resolve_channels_last(cfg.train.channels_last, self.device),
+                                cfg.train.grad_clip, cfg.train.max_steps, scaler=scaler)
         runtime.seed_everything(cfg.train.seed)
         self.cfg = self._load_data(cfg)
         self._build_model()
@@ -65,7 +66,7 @@ class Run:
         preset_name = d.preset or default_preset_for(d.dataset)
         self.preset = get_preset(preset_name)
         common = dict(preset=preset_name, val_fraction=d.val_fraction, split_scheme=d.split_scheme,
-                      seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory)
+                      seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory, download=d.download)
         self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
         self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
         num_classes = cfg.model.num_classes or self.train_set.num_classes
@@ -131,6 +132,8 @@ class Run:
         self.raw_model.load_state_dict(c.model_state)
         if c.optim_state is not None:
             self.optimizer.load_state_dict(c.optim_state)
+        if self.opts.scaler is not None and c.meta.get("grad_scaler"):
+            self.opts.scaler.load_state_dict(c.meta["grad_scaler"])  # fp16: resume with the same loss scale
         state = RunState(**c.meta["state"])
         self.plateau.load_state_dict(state.plateau) if state.plateau else None
         if self.info.is_main:
@@ -208,7 +211,8 @@ class Run:
         meta = {"model": {"name": m.name, "num_classes": m.num_classes, "options": dict(m.options)},
                 "preset": self.cfg.data.preset, "dataset": self.cfg.data.dataset,
                 "epoch": state.epoch, "step": state.step, "best": state.best, "metrics": row,
-                "state": state.to_meta(), "config": config_to_dict(self.cfg)}
+                "state": state.to_meta(), "config": config_to_dict(self.cfg),
+                "grad_scaler": self.opts.scaler.state_dict() if self.opts.scaler is not None else None}
         ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta, optimizer=self.optimizer)
 
     def _finish(self, status: str, t0: float, error: str | None = None) -> None:
