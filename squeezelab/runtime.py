@@ -6,6 +6,7 @@ Everything that touches the process (threads, RNGs, environment variables, the f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -171,6 +172,22 @@ def shutdown_distributed(*, barrier: bool = False) -> None:
         if barrier:
             dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_process_first(info: DistInfo):
+    """Rank 0 runs the block first (a --download, decoding into the shared cache) while the other
+    ranks wait at a barrier; they then run it and find the files ready instead of all fetching and
+    decoding at once. If rank 0 fails, the others still pass the barrier and fail the same way."""
+    import torch.distributed as dist
+
+    if info.enabled and not info.is_main:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if info.enabled and info.is_main:
+            dist.barrier()
 
 
 def broadcast_str(value: str | None, info: DistInfo) -> str | None:

@@ -39,3 +39,37 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert len(rows) == 2 and all(r["top1"] >= 0 for r in rows)
     ckpt = read_checkpoint(run / "last.safetensors")
     assert not any(k.startswith("module.") for k in ckpt.model_state)  # saved unwrapped
+
+
+def _main_first_worker(rank: int, folder: str, port: int) -> None:
+    import time
+
+    import torch.distributed as dist
+
+    from squeezelab import runtime
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        info = runtime.DistInfo(rank=rank, local_rank=rank, world_size=2)
+        marker = Path(folder) / "rank0-done"
+        with runtime.main_process_first(info):
+            if rank == 0:
+                time.sleep(0.5)  # rank 1 would overtake here if it did not wait
+                marker.write_text("ok")
+            else:
+                (Path(folder) / "rank1-saw").write_text(str(marker.is_file()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_main_process_first_lets_rank_0_fetch_and_decode_before_the_others(tmp_path):
+    """Under torchrun, data loading (a --download, the decode cache) runs on rank 0 first."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_main_first_worker, args=(str(tmp_path), port), nprocs=2, join=True)
+    assert (tmp_path / "rank1-saw").read_text() == "True"

@@ -67,8 +67,9 @@ class Run:
         self.preset = get_preset(preset_name)
         common = dict(preset=preset_name, val_fraction=d.val_fraction, split_scheme=d.split_scheme,
                       seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory, download=d.download)
-        self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
-        self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
+        with runtime.main_process_first(self.info):  # under torchrun: one download / decode, then the cache
+            self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
+            self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
         num_classes = cfg.model.num_classes or self.train_set.num_classes
         if d.batch_size % self.info.world_size:
             raise ConfigError(f"data.batch_size {d.batch_size} is not divisible by {self.info.world_size} processes")
