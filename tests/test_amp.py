@@ -14,7 +14,7 @@ from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
 from squeezelab.engine.loop import StepOptions, _backward_and_step
 from squeezelab.engine.run import Run
-from tests.test_cli_train import _recipe
+from tests.helpers import digits_recipe
 
 
 @pytest.mark.parametrize("capability, expected", [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
@@ -66,7 +66,7 @@ def test_fp16_clipping_sees_unscaled_gradients():
 
 
 def test_fp16_run_trains_saves_the_loss_scale_and_resumes_bit_identically(tmp_path, monkeypatch):
-    recipe = _recipe(tmp_path, epochs=3, amp="fp16")
+    recipe = digits_recipe(tmp_path, epochs=3, amp="fp16")
     bn = ["model.options.bn_fire=true", "model.options.bn_conv1=true"]  # learns within 3 short epochs
     straight = fit(load_config(recipe, bn + ["output.run_dir=" + str(tmp_path / "a")]), progress=False)
     fp32 = fit(load_config(recipe, bn + ["train.amp=off", "output.run_dir=" + str(tmp_path / "c")]), progress=False)

@@ -8,44 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from squeezelab.data import load_dataset
 from squeezelab.cli import main
 from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
 from squeezelab.engine.run import Run
-
-TINY = {"base_e": 16, "incr_e": 16, "num_fire": 2}  # ~2.5k parameters
-
-
-def _recipe(tmp_path: Path, **train) -> Path:
-    """A tiny digits recipe (sklearn's real 8x8 digits, no data dir) exercising dropout, momentum,
-    weight decay, label smoothing, a cosine schedule with warmup and augmentation. One torch thread:
-    on a busy 2-core machine two spinning OpenMP threads ran this model ~20x slower."""
-    cfg = {"model": {"name": "squeezenet1_1", "options": {**TINY, "dropout": 0.2}},
-           "data": {"dataset": "digits", "batch_size": 64, "limit": 256, "cache_dir": str(tmp_path / "cache")},
-           "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
-           "schedule": {"name": "cosine", "warmup_epochs": 1},
-           "train": {"epochs": 2, "label_smoothing": 0.1, "amp": "off", "seed": 3, "threads": 1, **train},
-           "output": {"runs_dir": str(tmp_path / "runs")}}
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _one_line_error(capsys, argv, *words):
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
-
+from tests.helpers import TINY, cli_one_line_error, digits_recipe
 
 def test_train_writes_a_complete_run_folder_and_eval_reads_it(tmp_path, capsys):
-    assert main(["train", str(_recipe(tmp_path)), "--set", "train.epochs=2", "--no-progress"]) == 0
+    assert main(["train", str(digits_recipe(tmp_path)), "--set", "train.epochs=2", "--no-progress"]) == 0
     run = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert run.parent == tmp_path / "runs" and "-squeezenet1_1-digits-" in run.name
     assert {p.name for p in run.iterdir()} == {"config.yaml", "environment.json", "metrics.jsonl", "summary.json",
@@ -69,12 +41,12 @@ def test_train_writes_a_complete_run_folder_and_eval_reads_it(tmp_path, capsys):
     full = rows[-1]  # training validated on a 384-image subset of the same split: same model, close numbers
     assert abs(result["top5"] - full["top5"]) < 0.2
     # a finished run is never overwritten
-    _one_line_error(capsys, ["train", str(_recipe(tmp_path)), "--run-dir", str(run)], "already holds files")
-    _one_line_error(capsys, ["train", "--resume", str(run)], "finished run")
+    cli_one_line_error(capsys, ["train", str(digits_recipe(tmp_path)), "--run-dir", str(run)], "already holds files")
+    cli_one_line_error(capsys, ["train", "--resume", str(run)], "finished run")
 
 
 def test_resume_gives_bit_identical_weights(tmp_path, monkeypatch):
-    recipe = _recipe(tmp_path, epochs=4)
+    recipe = digits_recipe(tmp_path, epochs=4)
     straight = fit(load_config(recipe, ["output.run_dir=" + str(tmp_path / "a")]), progress=False)
 
     original = Run._after_epoch
@@ -106,7 +78,7 @@ def test_resume_gives_bit_identical_weights(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path, capsys):
     run = tmp_path / "nan"
-    err = _one_line_error(capsys, ["train", str(_recipe(tmp_path)), "--set", "optim.lr=1e10", "--run-dir", str(run),
+    err = cli_one_line_error(capsys, ["train", str(digits_recipe(tmp_path)), "--set", "optim.lr=1e10", "--run-dir", str(run),
                                    "--set", "schedule.warmup_epochs=0", "--no-progress"],
                           "loss became", "last good checkpoint", "last.safetensors")
     assert "nan" in err or "inf" in err
@@ -116,30 +88,30 @@ def test_nan_loss_stops_with_one_line_and_keeps_last_good_checkpoint(tmp_path, c
 
 
 def test_max_steps_and_early_stopping_end_the_run(tmp_path):
-    run = fit(load_config(_recipe(tmp_path, epochs=50, max_steps=6)), progress=False)
+    run = fit(load_config(digits_recipe(tmp_path, epochs=50, max_steps=6)), progress=False)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["epochs_completed"] == 2  # 4 steps/epoch: stops inside epoch 2
-    stop = fit(load_config(_recipe(tmp_path, epochs=50, early_stopping={"patience": 1, "top5_threshold": 0.0}),
+    stop = fit(load_config(digits_recipe(tmp_path, epochs=50, early_stopping={"patience": 1, "top5_threshold": 0.0}),
                            ["optim.lr=1e-6"]), progress=False)
     summary = json.loads((stop / "summary.json").read_text())
     assert summary["stopped_early"] and summary["epochs_completed"] < 50
 
 
 def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, capsys):
-    recipe = str(_recipe(tmp_path))
-    _one_line_error(capsys, ["train", str(tmp_path / "missing.yaml")], "config file not found")
-    _one_line_error(capsys, ["train", recipe, "--set", "optim.lrr=0.1"], "unknown key optim.lrr", "momentum")
-    _one_line_error(capsys, ["train", recipe, "--set", "train.epochs=many"], "train.epochs", "int", "str")
-    _one_line_error(capsys, ["train", recipe, "--set", "data.dataset=cifar10",
+    recipe = str(digits_recipe(tmp_path))
+    cli_one_line_error(capsys, ["train", str(tmp_path / "missing.yaml")], "config file not found")
+    cli_one_line_error(capsys, ["train", recipe, "--set", "optim.lrr=0.1"], "unknown key optim.lrr", "momentum")
+    cli_one_line_error(capsys, ["train", recipe, "--set", "train.epochs=many"], "train.epochs", "int", "str")
+    cli_one_line_error(capsys, ["train", recipe, "--set", "data.dataset=cifar10",
                              "--set", f"data.data_dir={tmp_path / 'nowhere'}"], "not found")
     (tmp_path / "empty").mkdir()
-    _one_line_error(capsys, ["train", recipe, "--set", "data.dataset=cifar10",
+    cli_one_line_error(capsys, ["train", recipe, "--set", "data.dataset=cifar10",
                              "--set", f"data.data_dir={tmp_path / 'empty'}"], "cifar")
-    _one_line_error(capsys, ["train", recipe, "--set", "model.name=squeezenet9"], "squeezenet9")
-    _one_line_error(capsys, ["train", "--resume", str(tmp_path)], "not a run folder")
+    cli_one_line_error(capsys, ["train", recipe, "--set", "model.name=squeezenet9"], "squeezenet9")
+    cli_one_line_error(capsys, ["train", "--resume", str(tmp_path)], "not a run folder")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 40)
-    _one_line_error(capsys, ["eval", "--weights", str(bad), "--dataset", "digits"], "bad.safetensors")
+    cli_one_line_error(capsys, ["eval", "--weights", str(bad), "--dataset", "digits"], "bad.safetensors")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -177,7 +149,7 @@ def test_images_decoded_per_item_train_through_a_dataloader(tmp_path, shared_dat
         shutil.copy(src, tmp_path / "folder" / split / cls / src.name)
     overrides = ["data.dataset=imagefolder", f"data.data_dir={tmp_path / 'folder'}", "data.preset=small",
                  "data.in_memory=false", "data.workers=0", "data.batch_size=8", "data.limit=null"]
-    run = fit(load_config(_recipe(tmp_path), overrides), progress=False)
+    run = fit(load_config(digits_recipe(tmp_path), overrides), progress=False)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8]  # 32 images / batch 8
     assert read_checkpoint(run / "last.safetensors").meta["model"]["num_classes"] == 2
@@ -186,7 +158,7 @@ def test_images_decoded_per_item_train_through_a_dataloader(tmp_path, shared_dat
 @pytest.mark.slow
 def test_torch_compile_opt_in_trains_and_saves_plain_keys(tmp_path):
     """train.compile: true wraps the model in torch.compile (~1 min of inductor compile on CPU)."""
-    run = fit(load_config(_recipe(tmp_path), ["train.compile=true", "train.epochs=1"]), progress=False)
+    run = fit(load_config(digits_recipe(tmp_path), ["train.compile=true", "train.epochs=1"]), progress=False)
     state = read_checkpoint(run / "last.safetensors").model_state
     assert state and not any(k.startswith("_orig_mod.") for k in state)
 
@@ -196,7 +168,7 @@ def test_eval_scores_a_pooled_split_run_on_its_own_test_part(tmp_path, capsys):
     official test split (most of which the pooled run trained on)."""
     overrides = ["--set", "train.epochs=1", "--set", "data.split_scheme=pooled", "--set", "data.val_fraction=0.1",
                  "--set", "data.limit=null"]
-    assert main(["train", str(_recipe(tmp_path)), *overrides, "--no-progress"]) == 0
+    assert main(["train", str(digits_recipe(tmp_path)), *overrides, "--no-progress"]) == 0
     run = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["eval", "--weights", str(run), "--dataset", "digits", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

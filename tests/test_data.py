@@ -17,20 +17,13 @@ import torch
 from PIL import Image
 
 from conftest import shared_path
+from tests.helpers import one_line
 from squeezelab.data import TensorLoader, list_datasets, load_dataset, registry
 from squeezelab.errors import ConfigError, DataError
 
 TINY_ZIP1 = "tiny-imagenet-200.part1of4.zip"
 # The library silences this torchvision 0.29 notice once per process; pytest resets filters per test.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
-
-
-def _one_line_error(excinfo, *needles: str) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg, msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-    return msg
 
 
 @pytest.fixture
@@ -92,7 +85,7 @@ def test_corrupt_cifar_pickle_names_the_file(tmp_path):
     (root / "data_batch_3").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", tmp_path, "train")
-    _one_line_error(e, "data_batch_3", "CIFAR pickle")
+    one_line(e, "data_batch_3", "CIFAR pickle")
 
 
 def test_cifar_pickle_with_foreign_globals_is_refused(tmp_path):
@@ -102,7 +95,7 @@ def test_cifar_pickle_with_foreign_globals_is_refused(tmp_path):
     (root / "data_batch_1").write_bytes(pickle.dumps({"data": os.getcwd}))  # a global outside numpy
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", tmp_path, "train")
-    _one_line_error(e, "data_batch_1", "refusing global")
+    one_line(e, "data_batch_1", "refusing global")
 
 
 def test_cifar100_python_folder_uses_fine_labels(tmp_path):
@@ -218,20 +211,20 @@ def test_tiny_imagenet_empty_class_is_a_data_error(tmp_path):
     _write_tiny_tree(tmp_path, {"n01": 2, "n02": 0})
     with pytest.raises(DataError) as e:
         load_dataset("tiny-imagenet", tmp_path, "train", cache_dir=False)
-    _one_line_error(e, "n02", "no images")
+    one_line(e, "n02", "no images")
 
 
 def test_tiny_imagenet_missing_or_corrupt_zip_parts(tmp_path):
     (tmp_path / TINY_ZIP1).symlink_to(_tiny_dir() / TINY_ZIP1)
     with pytest.raises(DataError) as e:
         load_dataset("tiny-imagenet", tmp_path, "train", in_memory=False)
-    _one_line_error(e, str(tmp_path), "part2of4")
+    one_line(e, str(tmp_path), "part2of4")
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "tiny-imagenet-200.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
     with pytest.raises(DataError) as e:
         load_dataset("tiny-imagenet", bad, "val", in_memory=False)
-    _one_line_error(e, "tiny-imagenet-200.zip", "zip")
+    one_line(e, "tiny-imagenet-200.zip", "zip")
 
 
 @pytest.mark.slow
@@ -300,13 +293,13 @@ def test_image_list_errors_name_the_file_and_line(tmp_path):
     (root / "labels.txt").write_text((root / "labels.txt").read_text() + "oops\n")
     with pytest.raises(DataError) as e:
         load_dataset("image-list", root, "val", cache_dir=False)
-    _one_line_error(e, "labels.txt:4", "<file> <class index>")
+    one_line(e, "labels.txt:4", "<file> <class index>")
     root2 = _small_image_list(tmp_path / "list2", 2)
     victim = sorted((root2 / "images").iterdir())[0]
     victim.write_bytes(victim.read_bytes()[:300])  # truncated JPEG
     with pytest.raises(DataError) as e:
         load_dataset("image-list", root2, "val", cache_dir=False)
-    _one_line_error(e, victim.name, "cannot decode")
+    one_line(e, victim.name, "cannot decode")
 
 
 def _imagefolder(tmp_path: Path) -> Path:
@@ -338,15 +331,15 @@ def test_imagefolder_bad_layouts(tmp_path):
     (root / "train" / "empty").mkdir()
     with pytest.raises(DataError) as e:
         load_dataset("imagefolder", root, "train", cache_dir=False)
-    _one_line_error(e, str(root / "train" / "empty"), "no images")
+    one_line(e, str(root / "train" / "empty"), "no images")
     (root / "train" / "empty").rmdir()
     (root / "val" / "bird").mkdir()
     with pytest.raises(DataError) as e:
         load_dataset("imagefolder", root, "val", cache_dir=False)
-    _one_line_error(e, "bird", "not a folder under")
+    one_line(e, "bird", "not a folder under")
     with pytest.raises(DataError) as e:
         load_dataset("imagefolder", root / "train", "train", cache_dir=False)
-    _one_line_error(e, "train/<class>")
+    one_line(e, "train/<class>")
 
 
 # ----------------------------------------------------------------------------------------- digits
@@ -385,12 +378,12 @@ def test_missing_or_wrong_folders_are_one_line_data_errors(name, tmp_path, monke
     monkeypatch.delenv("SQUEEZELAB_DATA", raising=False)
     with pytest.raises(DataError) as e:
         load_dataset(name, tmp_path / "nope", "val" if name == "image-list" else "train")
-    _one_line_error(e, str(tmp_path / "nope"), "not found")
+    one_line(e, str(tmp_path / "nope"), "not found")
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "readme.txt").write_text("hello")
     with pytest.raises(DataError) as e:
         load_dataset(name, tmp_path / "junk", "val" if name == "image-list" else "train")
-    _one_line_error(e, str(tmp_path / "junk"), "expected")
+    one_line(e, str(tmp_path / "junk"), "expected")
     with pytest.raises(DataError, match="needs a data directory"):
         load_dataset(name, None, "val" if name == "image-list" else "train")
 
@@ -497,16 +490,16 @@ def test_digits_pooled_split_covers_all_1797():
 def test_pooled_split_errors_are_config_errors():
     with pytest.raises(ConfigError) as e:
         load_dataset("digits", None, "train", val_fraction=0.1, split_scheme="mixed")
-    _one_line_error(e, "mixed", "official", "pooled")
+    one_line(e, "mixed", "official", "pooled")
     with pytest.raises(ConfigError) as e:
         load_dataset("digits", None, "train", split_scheme="pooled")
-    _one_line_error(e, "pooled", "val_fraction > 0")
+    one_line(e, "pooled", "val_fraction > 0")
     for bad in (0.5, 0.7, -0.1):
         with pytest.raises(ConfigError, match="val_fraction"):
             load_dataset("digits", None, "train", val_fraction=bad, split_scheme="pooled")
     with pytest.raises(ConfigError) as e:
         load_dataset("digits", None, "train", val_fraction=0.1, split_scheme="pooled", in_memory=False)
-    _one_line_error(e, "pooled", "in_memory")
+    one_line(e, "pooled", "in_memory")
     with pytest.raises(ConfigError) as e:
         load_dataset("digits", None, "holdout", val_fraction=0.1, split_scheme="pooled")
-    _one_line_error(e, "train, val, test", "holdout")
+    one_line(e, "train, val, test", "holdout")

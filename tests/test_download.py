@@ -28,18 +28,11 @@ from squeezelab.cli import main
 from squeezelab.data import download, load_dataset
 from squeezelab.data.download import ARCHIVES, MIRROR_ENV, extract_tar, fetch, file_md5
 from squeezelab.errors import ConfigError, DataError
+from tests.helpers import cli_one_line_error, one_line
 
 PER_BATCH, N_TEST = 8, 10  # fake CIFAR-10: 5 x 8 training images, 10 test images
 CIFAR10_TAR = "cifar-10-python.tar.gz"
 TINY_ZIP = "tiny-imagenet-200.zip"
-
-
-def _one_line(excinfo, *needles: str) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg, msg
-    for needle in needles:
-        assert needle in msg, f"{needle!r} not in {msg!r}"
-    return msg
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -174,7 +167,7 @@ def test_an_incomplete_folder_is_never_overwritten(tmp_path, mirror, monkeypatch
     (data_dir / "cifar-10-batches-py" / "mine.txt").write_text("the user's")
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", data_dir, "train", download=True)
-    _one_line(e, "cifar-10-batches-py", "incomplete")
+    one_line(e, "cifar-10-batches-py", "incomplete")
     assert [p.name for p in (data_dir / "cifar-10-batches-py").iterdir()] == ["mine.txt"]
     assert _leftovers(data_dir) == [] and (data_dir / CIFAR10_TAR).is_file()
 
@@ -184,7 +177,7 @@ def test_md5_mismatch_keeps_nothing(tmp_path, mirror, monkeypatch, cifar_tar):
     data_dir = tmp_path / "data"
     with pytest.raises(DataError) as e:
         load_dataset("cifar10", data_dir, "train", download=True)
-    _one_line(e, f"{mirror.url}/{CIFAR10_TAR}", "0" * 32, file_md5(mirror.dir / CIFAR10_TAR))
+    one_line(e, f"{mirror.url}/{CIFAR10_TAR}", "0" * 32, file_md5(mirror.dir / CIFAR10_TAR))
     assert list(data_dir.iterdir()) == []  # neither the archive nor a .part file
 
 
@@ -197,26 +190,26 @@ def test_a_stale_file_under_the_final_name_is_replaced(tmp_path, mirror):
     assert len(mirror.hits) == 1 and _leftovers(tmp_path) == []
 
 
-def test_unreachable_server_and_missing_file_are_one_line(tmp_path, mirror, monkeypatch):
+def test_unreachable_server_and_missing_file_areone_line(tmp_path, mirror, monkeypatch):
     port = _closed_port()
     monkeypatch.setenv(MIRROR_ENV, f"http://127.0.0.1:{port}")
     with pytest.raises(DataError) as e:
         load_dataset("cifar100", tmp_path / "data", "train", download=True)
-    _one_line(e, f"could not download http://127.0.0.1:{port}/cifar-100-python.tar.gz (", "--data-dir")
+    one_line(e, f"could not download http://127.0.0.1:{port}/cifar-100-python.tar.gz (", "--data-dir")
     assert list((tmp_path / "data").iterdir()) == []
     with pytest.raises(DataError) as e:  # nothing served: HTTP 404
         fetch(f"{mirror.url}/nothing.tar.gz", tmp_path, "nothing.tar.gz", "0" * 32)
-    _one_line(e, "HTTP 404")
+    one_line(e, "HTTP 404")
     assert _leftovers(tmp_path) == []
 
 
 def test_download_needs_a_supported_dataset_and_a_folder(tmp_path, mirror):
     with pytest.raises(ConfigError) as e:
         load_dataset("imagefolder", tmp_path, "train", download=True)
-    _one_line(e, "cifar10, cifar100, tiny-imagenet", "imagefolder")
+    one_line(e, "cifar10, cifar100, tiny-imagenet", "imagefolder")
     with pytest.raises(ConfigError) as e:
         load_dataset("cifar10", None, "train", download=True)
-    _one_line(e, "--data-dir", "SQUEEZELAB_DATA")
+    one_line(e, "--data-dir", "SQUEEZELAB_DATA")
     assert len(load_dataset("digits", None, "train", download=True)) > 0  # built in: nothing to fetch
     assert mirror.hits == []
 
@@ -263,21 +256,21 @@ def test_unsafe_tar_members_are_refused(tmp_path, member):
     (tmp_path / "bad.tar.gz").write_bytes(_tar_with(member))
     with pytest.raises(DataError) as e:
         extract_tar(tmp_path / "bad.tar.gz", dest, "top")
-    _one_line(e, "bad.tar.gz", "refusing")
+    one_line(e, "bad.tar.gz", "refusing")
     assert list(dest.iterdir()) == [] and not (tmp_path / "evil.txt").exists()
 
 
-def test_corrupt_or_foreign_archives_are_one_line(tmp_path, cifar_tar):
+def test_corrupt_or_foreign_archives_areone_line(tmp_path, cifar_tar):
     (tmp_path / "junk.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
     (tmp_path / "cut.tar.gz").write_bytes(cifar_tar.data[: len(cifar_tar.data) // 2])
     for name in ("junk.tar.gz", "cut.tar.gz"):
         with pytest.raises(DataError) as e:
             extract_tar(tmp_path / name, tmp_path, "cifar-10-batches-py")
-        _one_line(e, name, "not a readable")
+        one_line(e, name, "not a readable")
     (tmp_path / "other.tar.gz").write_bytes(_tar_with(tarfile.TarInfo("top/more.txt")))  # not CIFAR's layout
     with pytest.raises(DataError) as e:
         extract_tar(tmp_path / "other.tar.gz", tmp_path, "cifar-10-batches-py")
-    _one_line(e, "no cifar-10-batches-py/")
+    one_line(e, "no cifar-10-batches-py/")
     assert not (tmp_path / "cifar-10-batches-py").exists() and _leftovers(tmp_path) == []
 
 
@@ -296,16 +289,6 @@ def _recipe(tmp_path: Path, data_dir: Path) -> Path:
     return path
 
 
-def _exit_2_one_line(capsys, argv, *words) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
-
-
 def test_cli_download_for_train_and_eval_and_one_line_when_offline(tmp_path, mirror, monkeypatch, cifar_tar,
                                                                    capsys):
     _publish(mirror, monkeypatch, "cifar10", cifar_tar.data)
@@ -319,15 +302,15 @@ def test_cli_download_for_train_and_eval_and_one_line_when_offline(tmp_path, mir
 
     monkeypatch.setenv(MIRROR_ENV, f"http://127.0.0.1:{_closed_port()}")
     empty = str(tmp_path / "d3")
-    _exit_2_one_line(capsys, ["train", str(_recipe(tmp_path, tmp_path / "d3")), "--download", "--no-progress"],
+    cli_one_line_error(capsys, ["train", str(_recipe(tmp_path, tmp_path / "d3")), "--download", "--no-progress"],
                      "could not download", "--data-dir")
-    _exit_2_one_line(capsys, ["eval", "--weights", str(run), "--dataset", "cifar10", "--data-dir", empty,
+    cli_one_line_error(capsys, ["eval", "--weights", str(run), "--dataset", "cifar10", "--data-dir", empty,
                               "--download"], "could not download")
-    _exit_2_one_line(capsys, ["bench", "train", "--dataset", "cifar10", "--data-dir", empty, "--download"],
+    cli_one_line_error(capsys, ["bench", "train", "--dataset", "cifar10", "--data-dir", empty, "--download"],
                      "could not download")
-    _exit_2_one_line(capsys, ["transfer", "--weights", str(run / "last.safetensors"), "--dataset", "cifar10",
+    cli_one_line_error(capsys, ["transfer", "--weights", str(run / "last.safetensors"), "--dataset", "cifar10",
                               "--data-dir", empty, "--download"], "could not download")
-    _exit_2_one_line(capsys, ["eval", "--weights", str(run), "--dataset", "imagefolder", "--data-dir", empty,
+    cli_one_line_error(capsys, ["eval", "--weights", str(run), "--dataset", "imagefolder", "--data-dir", empty,
                               "--download"], "available for cifar10, cifar100, tiny-imagenet")
     assert not any((tmp_path / "d3").iterdir()) and len(mirror.hits) == 2
 

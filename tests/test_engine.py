@@ -13,8 +13,8 @@ from squeezelab.config import OptimConfig, ScheduleConfig
 from squeezelab.engine import AdaBound, Plateau, build_optimizer, evaluate, lr_factor
 from squeezelab.engine.loop import StepOptions, early_stopping, train_one_epoch
 from squeezelab.engine.metrics import topk_correct
+from tests.helpers import TINY
 
-TINY = {"base_e": 16, "incr_e": 16, "num_fire": 2}  # ~2.5k parameters: fast on a shared 2-core CPU
 
 
 # ------------------------------------------------------------------------------------ AdaBound
