@@ -115,6 +115,7 @@ class TrainConfig:
     amp: AmpChoice = "auto"  # auto: bf16, fp16 or fp32 by hardware (runtime.resolve_amp)
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False  # torch.compile (opt-in: compile time dominates short runs)
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip: float | None = None  # max global grad norm; None: off

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from squeezelab.engine import read_checkpoint
@@ -73,3 +74,25 @@ def test_main_process_first_lets_rank_0_fetch_and_decode_before_the_others(tmp_p
         port = s.getsockname()[1]
     mp.spawn(_main_first_worker, args=(str(tmp_path), port), nprocs=2, join=True)
     assert (tmp_path / "rank1-saw").read_text() == "True"
+
+
+def test_sync_bn_converts_only_for_several_processes_and_needs_cuda():
+    import pytest
+    from torch import nn
+
+    from squeezelab import runtime
+    from squeezelab.engine.run import _sync_bn
+    from squeezelab.errors import ConfigError
+    from squeezelab.models import create_model
+
+    model = create_model("squeezenet1_1", num_classes=10, bn_fire=True, bn_conv1=True)
+    keys = list(model.state_dict())
+    one, two = runtime.DistInfo(), runtime.DistInfo(rank=0, world_size=2)
+    assert _sync_bn(model, True, one, torch.device("cpu")) is model  # a single process: nothing to sync
+    assert _sync_bn(model, False, two, torch.device("cuda", 0)) is model
+    with pytest.raises(ConfigError, match="needs CUDA"):
+        _sync_bn(model, True, two, torch.device("cpu"))
+    synced = _sync_bn(model, True, two, torch.device("cuda", 0))  # conversion itself runs anywhere
+    assert sum(isinstance(m, nn.SyncBatchNorm) for m in synced.modules()) == 1 + 3 * 8
+    assert not any(type(m) is nn.BatchNorm2d for m in synced.modules())
+    assert list(synced.state_dict()) == keys  # checkpoints keep plain keys

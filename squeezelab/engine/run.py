@@ -95,6 +95,7 @@ class Run:
 
         m = self.cfg.model
         model = create_model(m.name, num_classes=m.num_classes, **dict(m.options)).to(self.device)
+        model = _sync_bn(model, self.cfg.train.sync_bn, self.info, self.device)
         if self.opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.raw_model = model
@@ -237,6 +238,17 @@ def _val_split(cfg: RunConfig) -> str:
     from squeezelab.data.registry import get_spec
 
     return get_spec(cfg.data.dataset).heldout
+
+
+def _sync_bn(model: nn.Module, sync_bn: bool, info: runtime.DistInfo, device: torch.device) -> nn.Module:
+    """train.sync_bn: BatchNorm layers -> SyncBatchNorm when several processes train (with a single
+    process it changes nothing). Same parameters and state-dict keys, so checkpoints stay plain."""
+    if not sync_bn or not info.enabled:
+        return model
+    if device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices (torch's SyncBatchNorm has no CPU kernels); "
+                          "set it to false for CPU runs")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def _limit(dataset, limit: int | None, seed: int):
