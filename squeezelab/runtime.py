@@ -65,8 +65,9 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**63 - 1)
 
 
-def choose_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local CUDA device when present, else CPU; otherwise ``spec`` as given."""
+def choose_device(spec: str = "auto", local_rank: int = 0, where: str = "train.device") -> torch.device:
+    """``auto`` -> the local CUDA device when present, else CPU; otherwise ``spec`` as given.
+    ``where``: the setting's name in error messages."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cuda":  # one GPU per process under torchrun
@@ -74,9 +75,9 @@ def choose_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise ConfigError(f"train.device: unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise ConfigError(f"{where}: unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {spec} requested but CUDA is not available here")
+        raise ConfigError(f"{where}: {spec} requested but CUDA is not available here")
     return device
 
 

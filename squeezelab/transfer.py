@@ -40,6 +40,7 @@ class TransferConfig:
     lr: float = 1e-3  # AdamW peak lr of the new layers; pretrained layers (mode "full") get lr / 10
     weight_decay: float = 5e-4
     seed: int = 0
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N (runtime.choose_device)
 
 
 class ResizedPreset:
@@ -125,9 +126,11 @@ def build_backbone(weights, pretrained: bool = True):
 
 @torch.no_grad()
 def extract_features(model: nn.Module, images: torch.Tensor, preset, batch_size: int = 128) -> torch.Tensor:
-    """``model.forward_features`` of every uint8 image, once, in eval mode -> float tensor [N, C, h, w]."""
+    """``model.forward_features`` of every uint8 image, once, in eval mode -> float tensor [N, C, h, w]
+    on the model's device (the uint8 images may live anywhere; each batch is moved there)."""
     model.eval()
-    return torch.cat([model.forward_features(preset.eval(images[i:i + batch_size]))
+    device = next(model.parameters()).device
+    return torch.cat([model.forward_features(preset.eval(images[i:i + batch_size].to(device)))
                       for i in range(0, len(images), batch_size)])
 
 
@@ -136,7 +139,8 @@ def train_and_evaluate(model: nn.Module, train: tuple, test: tuple, preset, cfg:
     """AdamW with a cosine schedule for ``cfg.epochs`` over (x, y) tensors; returns test metrics + times."""
     from squeezelab.engine.loop import StepOptions, evaluate, train_one_epoch
 
-    loader = TensorLoader(*train, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed)
+    device = next(model.parameters()).device
+    loader = TensorLoader(*train, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed, device=device)
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(loader)
 
@@ -145,17 +149,17 @@ def train_and_evaluate(model: nn.Module, train: tuple, test: tuple, preset, cfg:
             group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * step / total))
         return optimizer.param_groups[-1]["lr"]
 
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(device).manual_seed(cfg.seed)
     start, step, history = time.perf_counter(), 0, []
     for epoch in range(cfg.epochs):
         loader.set_epoch(epoch)
-        out = train_one_epoch(model, loader, preset, optimizer, nn.CrossEntropyLoss(), device=torch.device("cpu"),
+        out = train_one_epoch(model, loader, preset, optimizer, nn.CrossEntropyLoss(), device=device,
                               lr_at=lr_at, start_step=step, opts=StepOptions(), generator=generator)
         step += out["steps"]
         history.append(out["train_loss"])
     train_s = time.perf_counter() - start
-    test_loader = TensorLoader(*test, 2 * cfg.batch_size, shuffle=False, drop_last=False)
-    metrics = evaluate(model, test_loader, preset, "cpu", amp="off")
+    test_loader = TensorLoader(*test, 2 * cfg.batch_size, shuffle=False, drop_last=False, device=device)
+    metrics = evaluate(model, test_loader, preset, device, amp="off")
     return {**metrics, "train_s": train_s, "eval_s": time.perf_counter() - start - train_s, "train_loss": history}
 
 
@@ -169,14 +173,17 @@ def run_transfer(weights, train_set, test_set, cfg: TransferConfig, feature_cach
         from squeezelab.errors import ConfigError
 
         raise ConfigError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}; got {cfg.mode!r}")
+    from squeezelab.runtime import choose_device
+
     torch.manual_seed(cfg.seed)
     preset = ResizedPreset(weights.preset or "report004", cfg.input_size)
     num_classes = train_set.num_classes
-    model = build_backbone(weights, pretrained=cfg.mode != "scratch")
+    device = choose_device(cfg.device, where="--device")
+    model = build_backbone(weights, pretrained=cfg.mode != "scratch").to(device)
     train, test = (train_set.images, train_set.labels), (test_set.images, test_set.labels)
     if cfg.mode in FROZEN_MODES:
         return _run_frozen(model, train, test, preset, num_classes, cfg, feature_cache)
-    model.reset_classifier(num_classes)
+    model.reset_classifier(num_classes)  # the new conv10 is created on the model's device
     head = [p for n, p in model.named_parameters() if n.startswith("conv10")]
     body = [p for n, p in model.named_parameters() if not n.startswith("conv10")]
     body_lr = cfg.lr if cfg.mode == "scratch" else cfg.lr / 10  # keep pretrained features close to where they were
@@ -191,7 +198,7 @@ def _run_frozen(model, train, test, preset, num_classes: int, cfg: TransferConfi
         cache = {} if cache is None else cache
         cache[key] = (features, time.perf_counter() - start)
     (train_f, test_f), feature_s = cache[key]
-    head = make_head(cfg.mode, train_f.shape[1], num_classes)
+    head = make_head(cfg.mode, train_f.shape[1], num_classes).to(train_f.device)
     groups = [{"params": list(head.parameters()), "base_lr": cfg.lr}]
     result = train_and_evaluate(head, (train_f, train[1]), (test_f, test[1]), _Identity(), cfg, groups)
     return {"mode": cfg.mode, "feature_s": feature_s, "feature_shape": list(train_f.shape[1:]), **result}

@@ -71,3 +71,13 @@ def test_cli_transfer_reports_json(shared_data, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["mode"] == "linear" and result["n"] == 1017
+
+
+def test_transfer_without_cuda_says_so_in_one_line(shared_data, capsys):
+    from tests.helpers import cli_one_line_error
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cli_one_line_error(capsys, ["transfer", "--weights", str(shared_data / "squeezenet-deep-compression" /
+                                                             "compressed_SqueezeNet.net"),
+                                "--dataset", "digits", "--device", "cuda"], "--device", "CUDA is not available")

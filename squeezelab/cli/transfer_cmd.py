@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak lr of new layers (pretrained: lr/10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object per mode")
     p.set_defaults(func=run)
 
@@ -43,7 +44,7 @@ def run(args) -> int:
     cache: dict = {}
     for mode in args.mode:
         cfg = TransferConfig(mode=mode, input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, seed=args.seed)
+                             lr=args.lr, seed=args.seed, device=args.device)
         result = run_transfer(weights, train, test, cfg, feature_cache=cache)
         if args.json:
             print(json.dumps({"weights": str(args.weights), "dataset": args.dataset, **vars(cfg), **result}), flush=True)

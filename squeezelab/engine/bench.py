@@ -36,7 +36,7 @@ def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset
     median chunk throughput, so all see the same background load on a shared machine."""
     from squeezelab.data import default_preset_for, get_preset, load_dataset
 
-    dev = runtime.choose_device(device)
+    dev = runtime.choose_device(device, where="--device")
     preset = get_preset(preset or default_preset_for(dataset))
     data = load_dataset(dataset, data_dir, "train", preset=preset.name, download=download)
     dtype, cl = runtime.resolve_amp(amp, dev), runtime.resolve_channels_last(channels_last, dev)

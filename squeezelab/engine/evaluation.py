@@ -35,7 +35,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
     data = load_dataset(dataset, data_dir, split, preset=preset, split_scheme=scheme, val_fraction=fraction,
                         seed=seed, download=download)
     net = _build(name, w, data.num_classes, options or {})
-    dev = runtime.choose_device(device)
+    dev = runtime.choose_device(device, where="--device")
     t = time.perf_counter()
     result = _run(net, data, preset, dev, batch_size, amp)
     result["seconds"] = round(time.perf_counter() - t, 3)
