@@ -12,7 +12,7 @@ from torch import nn
 from squeezelab import runtime
 from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
-from squeezelab.engine.loop import StepOptions, _backward_and_step
+from squeezelab.engine.loop import StepOptions, backward_and_step
 from squeezelab.engine.run import Run
 from tests.helpers import digits_recipe
 
@@ -52,7 +52,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_backs_off():
     before = [p.detach().clone() for p in model.parameters()]
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)  # scaled gradients overflow
     opts = StepOptions(amp_dtype=torch.float16, scaler=scaler)
-    _backward_and_step(model, torch.optim.SGD(model.parameters(), lr=0.1), _fp16_loss(model), opts)
+    backward_and_step(model, torch.optim.SGD(model.parameters(), lr=0.1), _fp16_loss(model), opts)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # step skipped
     assert scaler.get_scale() == 2.0**119
 
@@ -60,7 +60,7 @@ def test_an_overflowing_fp16_step_is_skipped_and_the_scale_backs_off():
 def test_fp16_clipping_sees_unscaled_gradients():
     model = _tiny_model()
     opts = StepOptions(amp_dtype=torch.float16, grad_clip=1e-3, scaler=torch.amp.GradScaler("cpu"))
-    _backward_and_step(model, torch.optim.SGD(model.parameters(), lr=0.1), _fp16_loss(model), opts)
+    backward_and_step(model, torch.optim.SGD(model.parameters(), lr=0.1), _fp16_loss(model), opts)
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert 0 < norm <= 1e-3 * 1.0001  # scaled gradients (x65536) would be far above the clip
 

@@ -95,7 +95,7 @@ def _forever(make_iter):
 
 
 def _sgd_step(model: nn.Module, dev: torch.device, dtype: torch.dtype | None):
-    from squeezelab.engine.loop import StepOptions, _backward_and_step
+    from squeezelab.engine.loop import StepOptions, backward_and_step
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler(dev.type) if runtime.needs_grad_scaler(dtype) else None
@@ -105,7 +105,7 @@ def _sgd_step(model: nn.Module, dev: torch.device, dtype: torch.dtype | None):
         with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
-        _backward_and_step(model, opt, loss, opts)
+        backward_and_step(model, opt, loss, opts)
 
     return step
 

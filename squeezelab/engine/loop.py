@@ -73,7 +73,7 @@ def train_one_epoch(
         with _autocast(device, opts.amp_dtype):
             loss = criterion(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        _backward_and_step(model, optimizer, loss, opts)
+        backward_and_step(model, optimizer, loss, opts)
         step += 1
         sums.add(loss=loss.detach().float() * len(y), n=len(y))
         if (step - start_step) % opts.check_every == 0:
@@ -85,7 +85,7 @@ def train_one_epoch(
     return {"train_loss": mean, "images": int(totals["n"]), "steps": step - start_step, "lr": lr}
 
 
-def _backward_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+def backward_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
                        opts: StepOptions) -> None:
     """backward + optional gradient clipping + step; with fp16 through the GradScaler, which skips
     steps whose gradients overflowed and adapts the scale (clipping sees unscaled gradients)."""
