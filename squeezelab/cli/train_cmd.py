@@ -86,7 +86,9 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra model option")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
+    p.add_argument("--amp", default="off", choices=AMP_CHOICES,
+                   help="precision (default off: fp32, the same scores on every machine; auto/bf16 trade "
+                        "that for speed)")
     p.add_argument("--json", action="store_true", help='print {"top1", "top5", "n", "loss", "seconds"}')
     p.set_defaults(func=_eval)
 
