@@ -116,14 +116,21 @@ def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_bench_reports_both_pipelines(capsys):
-    argv = ["bench", "train", "--model", "squeezenet1_1", "--dataset", "digits", "--steps", "2",
+    argv = ["bench", "train", "--model", "squeezenet1_1", "--dataset", "digits", "--steps", "4", "--rounds", "2",
             "--batch-size", "32", "--workers", "0", "--threads", "1", "--json"] + [f"--set={k}={v}" for k, v in TINY.items()]
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
+    assert r["steps"] == 4 and all(len(r[k]["rounds"]) == 2 for k in ("ours", "naive", "network"))
+    lo, hi = r["ratio_range"]
+    assert lo == pytest.approx(min(o / n for o, n in zip(r["ours"]["rounds"], r["naive"]["rounds"]))) and lo <= hi
     assert r["ours"]["images_per_second"] > 0 and r["naive"]["images_per_second"] > 0
     assert r["ratio"] == pytest.approx(r["ours"]["images_per_second"] / r["naive"]["images_per_second"])
     assert r["network"]["images_per_second"] > 0
     assert r["ours_of_network"] == pytest.approx(r["ours"]["images_per_second"] / r["network"]["images_per_second"])
+
+
+def test_bench_refuses_more_rounds_than_steps(capsys):
+    cli_one_line_error(capsys, ["bench", "train", "--steps", "2", "--rounds", "3"], "--rounds")
 
 
 def test_eval_of_the_authors_compressed_squeezenet_matches_its_published_numbers(shared_data, capsys):

@@ -132,7 +132,9 @@ def _register_bench(subparsers) -> None:
     p.add_argument("--preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per pipeline, split into 3 alternating rounds")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per pipeline, split over the rounds")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds (ours, naive, network, ours, ...); more on a noisy machine")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
@@ -154,7 +156,7 @@ def _bench(args) -> int:
         r = bench_train(args.model, args.dataset, data_dir=args.data_dir, preset=args.preset,
                         options=_options(args.set), batch_size=args.batch_size, steps=args.steps,
                         device=args.device, amp=args.amp, channels_last=args.channels_last, workers=args.workers,
-                        download=args.download, compile=args.compile)
+                        rounds=args.rounds, download=args.download, compile=args.compile)
     finally:
         torch.set_num_threads(threads)
     if args.json:
@@ -164,6 +166,7 @@ def _bench(args) -> int:
         print(f"naive: {r['naive']['images_per_second']:.0f} img/s  ({r['naive']['settings']})")
         print(f"network alone: {r['network']['images_per_second']:.0f} img/s  (ours reaches "
               f"{100 * r['ours_of_network']:.0f}% of it)")
-        print(f"ratio: {r['ratio']:.2f}x  ({r['device']}, {r['model']}, {r['dataset']}, {r['input_size']} px, "
+        lo, hi = r["ratio_range"]
+        print(f"ratio: {r['ratio']:.2f}x, {lo:.2f}-{hi:.2f}x over the rounds  ({r['device']}, {r['model']}, {r['dataset']}, {r['input_size']} px, "
               f"batch {r['batch_size']}, {r['torch_threads']} threads)")
     return 0

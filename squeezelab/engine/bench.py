@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from squeezelab import runtime
+from squeezelab.errors import ConfigError
 
 WARMUP_STEPS = 3
 
@@ -33,9 +34,12 @@ def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset
     images_per_second each. ``compile``: torch.compile our model (ours and network; naive stays eager).
 
     The pipelines run alternately in ``rounds`` chunks of steps/rounds steps and each reports its
-    median chunk throughput, so all see the same background load on a shared machine."""
+    median chunk throughput, so all see the same background load on a shared machine. ``ratio_range``:
+    the lowest and highest ours/naive of single rounds, which shows how noisy the machine was."""
     from squeezelab.data import default_preset_for, get_preset, load_dataset
 
+    if rounds < 1 or steps < rounds:
+        raise ConfigError(f"--rounds must be >= 1 and at most --steps ({steps}), got {rounds}")
     dev = runtime.choose_device(device, where="--device")
     preset = get_preset(preset or default_preset_for(dataset))
     data = load_dataset(dataset, data_dir, "train", preset=preset.name, download=download)
@@ -44,7 +48,7 @@ def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset
     pipelines = {"ours": _ours(model, options or {}, data, preset, dev, batch_size, dtype, cl, compile),
                  "naive": _naive(model, options or {}, data, preset, dev, batch_size, workers),
                  "network": _network(model, options or {}, data, preset, dev, batch_size, dtype, cl, compile)}
-    chunk = max(1, steps // rounds)
+    chunk = steps // rounds
     results = {name: [] for name in pipelines}
     for batches, step, _ in pipelines.values():
         for _ in range(WARMUP_STEPS):
@@ -55,7 +59,9 @@ def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset
     ips = {k: statistics.median(v) for k, v in results.items()}
     out = {name: {"images_per_second": ips[name], "settings": pipelines[name][2], "rounds": results[name]}
            for name in pipelines}
-    return {**out, "ratio": ips["ours"] / ips["naive"], "ours_of_network": ips["ours"] / ips["network"],
+    per_round = [o / n for o, n in zip(results["ours"], results["naive"])]
+    return {**out, "ratio": ips["ours"] / ips["naive"], "ratio_range": [min(per_round), max(per_round)],
+            "ours_of_network": ips["ours"] / ips["network"],
             "device": str(dev), "model": model, "dataset": dataset,
             "input_size": preset.input_size, "batch_size": batch_size, "steps": chunk * rounds,
             "torch_threads": torch.get_num_threads()}
