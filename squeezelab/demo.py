@@ -46,7 +46,8 @@ class DemoRow:
 
 
 def demo_config(model: str, options: dict, *, epochs: int, seed: int, runs_dir: str) -> dict:
-    """The shared recipe: Adam 2e-3, 1 warm-up epoch then linear decay to 0, batch 32, fp32 on CPU."""
+    """The shared recipe: Adam 2e-3, 1 warm-up epoch then linear decay to 0, batch 32, on the CPU with
+    train.amp auto (bf16 on CPUs with native bf16, fp32 elsewhere: see runtime.resolve_amp)."""
     return {
         "model": {"name": model, "options": options},
         "data": {"dataset": "digits", "batch_size": 32},

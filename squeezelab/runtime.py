@@ -91,7 +91,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     our 2-core AVX2 EPYC dev box (torch 2.14) bf16 autocast trained a SqueezeNet 1.1 at 32 px at
     50-400 img/s against 1800-2200 img/s in fp32, and `squeezelab bench train` on the CIFAR subset
     gave 0.29x of the naive fp32 pipeline, so ``auto`` is fp32 there (fp16 on such CPUs is slower
-    still). ``bf16`` / ``fp16`` force that dtype, ``off`` is always fp32.
+    still). Where it is native it pays: on a 2-core AMX Xeon bf16 ran the SqueezeNet 1.1 training
+    step at 1,422 vs 686 img/s (64 px) and 70 vs 32 img/s (227 px); at 32 px the two were even
+    (results/bench_cpu.md). ``bf16`` / ``fp16`` force that dtype, ``off`` is always fp32.
     """
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be one of {AMP_CHOICES}, got {amp!r}")
