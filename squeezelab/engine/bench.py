@@ -62,7 +62,7 @@ def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset
     per_round = [o / n for o, n in zip(results["ours"], results["naive"])]
     return {**out, "ratio": ips["ours"] / ips["naive"], "ratio_range": [min(per_round), max(per_round)],
             "ours_of_network": ips["ours"] / ips["network"],
-            "device": str(dev), "model": model, "dataset": dataset,
+            "device": str(dev), "device_name": runtime.device_name(dev), "model": model, "dataset": dataset,
             "input_size": preset.input_size, "batch_size": batch_size, "steps": chunk * rounds,
             "torch_threads": torch.get_num_threads()}
 
