@@ -47,8 +47,9 @@ def test_train_writes_a_complete_run_folder_and_eval_reads_it(tmp_path, capsys):
     cli_one_line_error(capsys, ["train", "--resume", str(run)], "finished run")
 
 
-def test_resume_gives_bit_identical_weights(tmp_path, monkeypatch):
-    recipe = digits_recipe(tmp_path, epochs=4)
+@pytest.mark.parametrize("amp", ["off", "bf16"])  # bf16: what amp auto trains in on CPUs with AMX
+def test_resume_gives_bit_identical_weights(tmp_path, monkeypatch, amp):
+    recipe = digits_recipe(tmp_path, epochs=4, amp=amp)
     straight = fit(load_config(recipe, ["output.run_dir=" + str(tmp_path / "a")]), progress=False)
 
     original = Run._after_epoch
