@@ -119,8 +119,9 @@ def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, capsys):
 
 
 def test_bench_reports_both_pipelines(capsys):
-    argv = ["bench", "train", "--model", "squeezenet1_1", "--dataset", "digits", "--steps", "4", "--rounds", "2",
-            "--batch-size", "32", "--workers", "0", "--threads", "1", "--json"] + [f"--set={k}={v}" for k, v in TINY.items()]
+    argv = (["bench", "train", "--model", "squeezenet1_1", "--dataset", "digits", "--steps", "4", "--rounds", "2",
+             "--batch-size", "32", "--workers", "0", "--threads", "1", "--json"]
+            + [f"--set={k}={v}" for k, v in TINY.items()])
     assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["steps"] == 4 and all(len(r[k]["rounds"]) == 2 for k in ("ours", "naive", "network"))

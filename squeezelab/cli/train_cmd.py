@@ -167,6 +167,6 @@ def _bench(args) -> int:
         print(f"network alone: {r['network']['images_per_second']:.0f} img/s  (ours reaches "
               f"{100 * r['ours_of_network']:.0f}% of it)")
         lo, hi = r["ratio_range"]
-        print(f"ratio: {r['ratio']:.2f}x, {lo:.2f}-{hi:.2f}x over the rounds  ({r['device_name']}, {r['model']}, {r['dataset']}, {r['input_size']} px, "
-              f"batch {r['batch_size']}, {r['torch_threads']} threads)")
+        print(f"ratio: {r['ratio']:.2f}x, {lo:.2f}-{hi:.2f}x over the rounds  ({r['device_name']}, {r['model']}, "
+              f"{r['dataset']}, {r['input_size']} px, batch {r['batch_size']}, {r['torch_threads']} threads)")
     return 0
