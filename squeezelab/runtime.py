@@ -275,7 +275,7 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def cpu_name() -> str:
+def _cpu_name() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo; platform.processor() is empty there)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -288,16 +288,16 @@ def cpu_name() -> str:
 
 def device_name(device: torch.device) -> str:
     """``NVIDIA H100 80GB HBM3`` / the CPU's model name: what a timing was measured on."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
 
 
 def environment_record(device: torch.device, info: DistInfo, resolved: dict | None = None) -> dict:
     """What produced a run: code version, libraries, hardware, threads and the resolved choices."""
     dev = {"type": device.type, "name": device_name(device)}
-    if device.type == "cpu":  # what amp "auto" decided from; timings of the two kinds differ 2x
-        dev["native_bf16"] = _cpu_has_native_bf16()
     if device.type == "cuda":
         dev["capability"] = list(torch.cuda.get_device_capability(device))
+    else:  # what amp "auto" decided from; CPU timings with and without it differ 2x
+        dev["native_bf16"] = _cpu_has_native_bf16()
     return {
         "git_commit": git_commit(),
         "versions": _versions(),
