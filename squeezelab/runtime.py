@@ -296,7 +296,7 @@ def environment_record(device: torch.device, info: DistInfo, resolved: dict | No
     dev = {"type": device.type, "name": device_name(device)}
     if device.type == "cuda":
         dev["capability"] = list(torch.cuda.get_device_capability(device))
-    else:  # what amp "auto" decided from; CPU timings with and without it differ 2x
+    elif device.type == "cpu":  # what amp "auto" decided from; CPU timings with and without it differ 2x
         dev["native_bf16"] = _cpu_has_native_bf16()
     return {
         "git_commit": git_commit(),
