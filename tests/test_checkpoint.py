@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from squeezelab.engine import AdaBound, read_checkpoint, save_checkpoint
-from squeezelab.engine.checkpoint import unwrap_model
+from squeezelab.weights.checkpoint import unwrap_model
 from squeezelab.errors import WeightsError
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from squeezelab.errors import WeightsError
-from squeezelab.pretrained import deep_compression as dc
+from squeezelab.weights import deep_compression as dc
 
 NET_SIZE = 675_763
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from squeezelab.cli import main
-from squeezelab.demo import DEMO_MODELS
+from squeezelab.jobs.demo import DEMO_MODELS
 
 
 def test_demo_trains_both_models_and_reports_the_parameter_gap(tmp_path, capsys, monkeypatch):

@@ -15,7 +15,7 @@ from squeezelab import runtime
 from squeezelab.cli import main
 from squeezelab.errors import WeightsError
 from squeezelab.models import create_model
-from squeezelab.pretrained import convert_weights, deep_compression, load_into, load_weights
+from squeezelab.weights import convert_weights, deep_compression, load_into, load_weights
 
 NET = ("squeezenet-deep-compression", "compressed_SqueezeNet.net")
 

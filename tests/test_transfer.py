@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from squeezelab.cli import main
-from squeezelab.pretrained import load_weights
-from squeezelab.transfer import ResizedPreset, TransferConfig, build_backbone, run_transfer
+from squeezelab.weights import load_weights
+from squeezelab.jobs.transfer import ResizedPreset, TransferConfig, build_backbone, run_transfer
 
 
 @pytest.fixture(scope="module")

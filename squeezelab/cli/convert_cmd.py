@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from squeezelab.pretrained import convert_weights
+    from squeezelab.weights import convert_weights
 
     weights = convert_weights(args.src, args.dst)
     size = Path(args.dst).stat().st_size

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from squeezelab.demo import format_table, run_demo
+    from squeezelab.jobs.demo import format_table, run_demo
 
     rows = run_demo(epochs=args.epochs, seed=args.seed, runs_dir=args.runs_dir,
                     progress=not args.json and sys.stderr.isatty())

@@ -33,8 +33,8 @@ def run(args) -> int:
     import torch
 
     from squeezelab.data import get_spec, load_dataset
-    from squeezelab.pretrained import load_weights
-    from squeezelab.transfer import TransferConfig, run_transfer
+    from squeezelab.weights import load_weights
+    from squeezelab.jobs.transfer import TransferConfig, run_transfer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -6,12 +6,12 @@
 ``fit(config, *, resume=None) -> Path`` trains and writes ``runs/<id>/`` (see engine/run.py);
 ``evaluate(model, loader, preset, device) -> {"top1", "top5", "loss", "n"}``;
 ``evaluate_weights(weights, dataset, ...)`` (``squeezelab eval``); ``bench_train`` (``squeezelab bench
-train``); checkpoints are single safetensors files (engine/checkpoint.py). Importing this package
+train``); checkpoints are single safetensors files (weights/checkpoint.py). Importing this package
 imports torch but builds nothing.
 """
 
 from squeezelab.engine.bench import bench_train
-from squeezelab.engine.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from squeezelab.weights.checkpoint import Checkpoint, read_checkpoint, save_checkpoint  # re-exported: the engine writes them
 from squeezelab.engine.evaluation import evaluate_weights
 from squeezelab.engine.loop import evaluate, fit, train_one_epoch
 from squeezelab.engine.optim import AdaBound, build_optimizer

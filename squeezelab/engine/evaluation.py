@@ -29,7 +29,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
     ``split_scheme`` / ``val_fraction`` / ``seed`` default to those of the run that trained the weights
     when it trained on this dataset (a report-003 pooled split must be scored on its own test part)."""
     from squeezelab.data import default_preset_for, get_spec, load_dataset
-    from squeezelab.pretrained import load_weights
+    from squeezelab.weights import load_weights
 
     w = load_weights(weights)
     name = _model_name(model, w.model_name)
@@ -65,7 +65,7 @@ def _model_name(given: str | None, from_weights: str | None) -> str:
 
 def _build(name: str, w, dataset_classes: int, options: dict) -> torch.nn.Module:
     from squeezelab.models import create_model
-    from squeezelab.pretrained import load_into
+    from squeezelab.weights import load_into
 
     num_classes = w.num_classes or dataset_classes
     if dataset_classes > num_classes:

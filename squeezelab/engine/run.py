@@ -23,7 +23,7 @@ from torch import nn
 
 from squeezelab import runtime
 from squeezelab.config import RunConfig, dump_config, config_to_dict
-from squeezelab.engine import checkpoint as ckpt
+from squeezelab.weights import checkpoint as ckpt
 from squeezelab.engine.loop import RunState, StepOptions, early_stopping, evaluate, train_one_epoch
 from squeezelab.engine.metrics import MetricsLog, Progress, log
 from squeezelab.engine.optim import build_optimizer, set_lr

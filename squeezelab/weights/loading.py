@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from squeezelab.errors import WeightsError
-from squeezelab.pretrained import deep_compression
+from squeezelab.weights import deep_compression
 
 ACCEPTED = ("a run folder, a squeezelab .safetensors checkpoint, the Deep Compression .net file "
             "(compressed_SqueezeNet.net) or a torchvision SqueezeNet .pth state dict")
@@ -94,7 +94,7 @@ def _load_deep_compression(path: Path) -> LoadedWeights:
 
 
 def _load_safetensors(path: Path) -> LoadedWeights:
-    from squeezelab.engine.checkpoint import read_checkpoint
+    from squeezelab.weights.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path)
     meta = ckpt.meta or {}

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 from squeezelab.errors import WeightsError
-from squeezelab.pretrained import deep_compression
-from squeezelab.pretrained.weights import LoadedWeights, load_into, load_weights
+from squeezelab.weights import deep_compression
+from squeezelab.weights.loading import LoadedWeights, load_into, load_weights
 
 OUTPUT_SUFFIXES = (".safetensors", ".net")
 
@@ -36,7 +36,7 @@ def convert_weights(src: str | Path, dst: str | Path) -> LoadedWeights:
 
 def save_as_checkpoint(dst: Path, weights: LoadedWeights) -> Path:
     """Build the model the weights describe, load them (checks every shape) and save our checkpoint."""
-    from squeezelab.engine.checkpoint import save_checkpoint
+    from squeezelab.weights.checkpoint import save_checkpoint
     from squeezelab.models import create_model
 
     spec = weights.model_spec
