@@ -50,12 +50,17 @@ class ModelConfig:
     name: str = "squeezenet1_1"
     num_classes: int | None = None  # None: taken from the dataset
     options: Mapping[str, Any] = field(default_factory=dict)  # passed to create_model as keywords
+    weights: str | None = None  # start from these weights (any --weights file); None: random init
 
 
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
+    # A file naming the model's classes in order, one per line, the first word the class id (e.g.
+    # ImageNet's synset_words.txt): the dataset's labels are mapped onto it by class id, so a
+    # 1000-class ImageNet model can train on Tiny ImageNet's 200 (ImageNet) classes.
+    class_map: str | None = None
     download: bool = False  # fetch the official archive into data_dir if absent (cifar10/100, tiny-imagenet)
     preset: str | None = None  # None: the dataset's default preset for this model
     val_fraction: float = 0.0  # > 0: hold out this fraction of train for validation
@@ -130,6 +135,61 @@ class OutputConfig:
     run_dir: str | None = None  # None: runs_dir/<date>-<time>-<model>-<dataset>-<hash>
 
 
+# Per-layer values are a number for every selected layer or a mapping {glob: value, "default": value}
+# over the paper's layer names (conv1, fire2.squeeze, fire*.expand3x3, conv10): the first glob that
+# matches wins (squeezelab.compression.layers).
+PerLayerFloat = Mapping[str, float] | float
+PerLayerInt = Mapping[str, int] | int
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Magnitude pruning held through training (off unless density or threshold is set)."""
+
+    density: PerLayerFloat | None = None  # target fraction of weights kept, e.g. {default: 0.35, conv1: 1.0}
+    threshold: PerLayerFloat | None = None  # Han's rule: prune |w| < threshold x std(layer's weights)
+    layers: tuple[str, ...] = ("*",)  # globs over conv/linear layer names
+    exclude: tuple[str, ...] = ()
+    schedule: Literal["oneshot", "iterative", "gradual"] = "oneshot"
+    start_epoch: float = 0.0  # first pruning (epochs, fractions allowed)
+    end_epoch: float | None = None  # iterative/gradual: target reached here (None: 3/4 of the run)
+    rounds: int = 1  # iterative: prune -> retrain rounds; gradual: mask updates (Zhu & Gupta's n)
+    release_epoch: float | None = None  # DSD: drop the masks here and train dense again
+    release_lr_factor: float = 0.1  # DSD: learning-rate multiplier after the release
+
+    @property
+    def enabled(self) -> bool:
+        return self.density is not None or self.threshold is not None
+
+
+@dataclass(frozen=True)
+class ShareConfig:
+    """Weight sharing (k-means per layer) with trained centroids (off unless bits is set)."""
+
+    bits: PerLayerInt | None = None  # code width per layer, e.g. {default: 6, conv1: 8}
+    layers: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    init: Literal["linear", "density", "random"] = "linear"  # Han et al.: linear is best
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits is not None
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from a teacher (off unless teacher is set)."""
+
+    teacher: str | None = None  # weights of the teacher; "init": the weights this run starts from
+    temperature: float = 4.0
+    alpha: float = 0.9  # weight of the soft targets; 1.0 (or labels: false) uses no labels
+    labels: bool = True  # false: ignore the dataset's labels (images without, or of other classes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacher is not None
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -138,6 +198,9 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    share: ShareConfig = field(default_factory=ShareConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,13 +272,30 @@ def _check(value: object, hint: object, key: str) -> object:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check(value, inner[0], key)
+        errors = []
+        for alternative in inner:  # the first alternative that accepts the value
+            try:
+                return _check(value, alternative, key)
+            except ConfigError as err:
+                errors.append(err)
+        if len(inner) == 1:
+            raise errors[0]
+        for alternative, err in zip(inner, errors):  # a mapping with a bad value: say which one
+            if isinstance(value, Mapping) and typing.get_origin(alternative) in (Mapping, dict):
+                raise err
+        raise ConfigError(f"{key}: expected {' or '.join(_describe(a) for a in inner)}, got "
+                          f"{type(value).__name__} {value!r}")
     if origin is Literal:
         if isinstance(value, bool) and ("off" in args):  # YAML 1.1 reads on/off as booleans
             value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[str, ...]: any length
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise _type_error(key, f"a list of {_describe(args[0])}", value)
+        return tuple(_check(v, args[0], f"{key}[{i}]") for i, v in enumerate(items))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise _type_error(key, f"a list of {len(args)} numbers", value)
@@ -223,8 +303,17 @@ def _check(value: object, hint: object, key: str) -> object:
     if hint is Mapping[str, Any] or origin in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise _type_error(key, "a mapping", value)
+        if len(args) == 2 and args[1] is not Any:  # Mapping[str, float]: check every value
+            value = {str(k): _check(v, args[1], f"{key}.{k}") for k, v in value.items()}
         return types.MappingProxyType(dict(value))
     return _check_scalar(value, hint, key)
+
+
+def _describe(hint: object) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Mapping, dict):
+        return f"a mapping of {_describe(typing.get_args(hint)[1])}"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _check_scalar(value: object, hint: object, key: str) -> object:
@@ -277,5 +366,12 @@ def config_hash(cfg: RunConfig, length: int = 6) -> str:
     data = config_to_dict(cfg)
     data.pop("output", None)
     data["data"].pop("download", None)
+    # Sections and keys added later hash as before while they keep their defaults.
+    for section, cls in (("prune", PruneConfig), ("share", ShareConfig), ("distill", DistillConfig)):
+        if data.get(section) == config_to_dict(cls()):
+            data.pop(section)
+    for section, key in (("model", "weights"), ("data", "class_map")):
+        if data[section].get(key) is None:
+            data[section].pop(key, None)
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:length]

@@ -43,6 +43,10 @@ class ImageSet(Dataset):
     def subset(self, index: torch.Tensor, split: str) -> "ImageSet":
         return ImageSet(self.images[index], self.labels[index], self.classes, self.name, split)
 
+    def with_classes(self, lut: torch.Tensor, classes: list[str]) -> "ImageSet":
+        """The same images with label l relabelled lut[l], in the class list ``classes``."""
+        return ImageSet(self.images, lut[self.labels], classes, self.name, self.split)
+
     def __repr__(self) -> str:
         shape = "x".join(map(str, self.images.shape[1:]))
         return f"ImageSet({self.name}/{self.split}: {len(self)} images {shape}, {self.num_classes} classes)"
@@ -63,6 +67,7 @@ class LazyImageSet(Dataset):
         self.classes = list(listing.classes)
         self.name = listing.name
         self.split = split or listing.split
+        self.lut: torch.Tensor | None = None  # relabelling of with_classes
 
     @property
     def num_classes(self) -> int:
@@ -73,10 +78,20 @@ class LazyImageSet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         j = self.index[i]
-        return decode_one(self.listing, j, self.policy), self.listing.labels[j]
+        label = self.listing.labels[j]
+        return decode_one(self.listing, j, self.policy), label if self.lut is None else int(self.lut[label])
 
     def subset(self, index: torch.Tensor, split: str) -> "LazyImageSet":
-        return LazyImageSet(self.listing, self.policy, split, [self.index[int(i)] for i in index])
+        out = LazyImageSet(self.listing, self.policy, split, [self.index[int(i)] for i in index])
+        if self.lut is not None:
+            out.lut, out.classes, out.labels = self.lut, self.classes, self.labels[torch.as_tensor(index)]
+        return out
+
+    def with_classes(self, lut: torch.Tensor, classes: list[str]) -> "LazyImageSet":
+        out = LazyImageSet(self.listing, self.policy, self.split, self.index)
+        out.lut = lut if self.lut is None else lut[self.lut]
+        out.labels, out.classes = lut[self.labels], list(classes)
+        return out
 
     def describe(self, i: int) -> str:
         """Where item ``i`` comes from (a path, or archive:member)."""

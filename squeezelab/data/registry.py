@@ -75,6 +75,7 @@ def load_dataset(
     cache_dir: str | os.PathLike | None | bool = None,
     in_memory: bool = True,
     download: bool = False,
+    class_map: str | os.PathLike | None = None,
 ) -> ImageSet | LazyImageSet:
     """Load one split of a registered dataset.
 
@@ -99,7 +100,42 @@ def load_dataset(
     download: fetch the dataset's official archive into data_dir if it is not there (needs network):
         the datasets in ``squeezelab.data.download.ARCHIVES``; digits (built in) ignores it; others ->
         ConfigError. data_dir (or $SQUEEZELAB_DATA) is created; neither given -> ConfigError.
+    class_map: a text file naming a model's classes in order, one per line, its first word the class
+        id (ImageNet's ``synset_words.txt``): labels are mapped onto it by class name, so that Tiny
+        ImageNet's 200 wnids become indices of the 1000 ImageNet classes. A class it lacks -> DataError.
     """
+    data = _load_split(name, data_dir, split, preset=preset, val_fraction=val_fraction, split_scheme=split_scheme,
+                       seed=seed, cache_dir=cache_dir, in_memory=in_memory, download=download)
+    return data if class_map is None else apply_class_map(data, Path(class_map))
+
+
+def read_class_list(path: Path) -> list[str]:
+    """First word of every non-empty line (a class list or synset_words.txt); bad file -> DataError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"class list not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the class list ({type(err).__name__})") from None
+    names = [line.split()[0] for line in text.splitlines() if line.strip()]
+    if not names or len(set(names)) != len(names):
+        raise DataError(f"{path}: expected one unique class id per line, got {len(names)} lines")
+    return names
+
+
+def apply_class_map(data: ImageSet | LazyImageSet, path: Path) -> ImageSet | LazyImageSet:
+    target = read_class_list(path)
+    index = {c: i for i, c in enumerate(target)}
+    missing = [c for c in data.classes if c not in index]
+    if missing:
+        raise DataError(f"{path} does not name {len(missing)} of {data.name}'s classes "
+                        f"(e.g. {', '.join(missing[:3])})")
+    lut = torch.tensor([index[c] for c in data.classes], dtype=torch.int64)
+    return data.with_classes(lut, target)
+
+
+def _load_split(name, data_dir, split, *, preset, val_fraction, split_scheme, seed, cache_dir, in_memory,
+                download) -> ImageSet | LazyImageSet:
     spec = get_spec(name)
     if split_scheme == "pooled":
         carve = _resolve_pooled_split(spec, split, val_fraction, in_memory)

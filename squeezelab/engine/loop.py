@@ -32,6 +32,14 @@ class StepOptions:
     max_steps: int | None = None  # global cap on optimizer steps
     check_every: int = 25  # steps between host syncs that check the loss is finite
     scaler: torch.amp.GradScaler | None = None  # fp16 only (runtime.needs_grad_scaler)
+    # Objects with before_step(step) / before_update() / after_update(), called before each step's
+    # forward pass, between backward and the optimizer step, and after it (e.g. pruning masks).
+    hooks: tuple = ()
+
+
+class InputLoss(nn.Module):
+    """A loss that also needs the step's input batch (distillation runs the teacher on it):
+    called as ``loss(logits, labels, inputs)`` instead of ``loss(logits, labels)``."""
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -68,10 +76,13 @@ def train_one_epoch(
         if opts.max_steps is not None and step >= opts.max_steps:
             break
         lr = lr_at(step)
+        for hook in opts.hooks:
+            hook.before_step(step)
         x = _prepare_batch(x, lambda b: preset.train(b, generator=generator), opts.channels_last, device)
         y = y.to(device, non_blocking=True)
         with _autocast(device, opts.amp_dtype):
-            loss = criterion(model(x), y)
+            logits = model(x)
+            loss = criterion(logits, y, x) if isinstance(criterion, InputLoss) else criterion(logits, y)
         optimizer.zero_grad(set_to_none=True)
         backward_and_step(model, optimizer, loss, opts)
         step += 1
@@ -91,6 +102,8 @@ def backward_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: 
     steps whose gradients overflowed and adapts the scale (clipping sees unscaled gradients)."""
     scaler = opts.scaler
     (scaler.scale(loss) if scaler else loss).backward()
+    for hook in opts.hooks:
+        hook.before_update()
     if opts.grad_clip:
         if scaler:
             scaler.unscale_(optimizer)
@@ -100,6 +113,8 @@ def backward_and_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: 
         scaler.update()
     else:
         optimizer.step()
+    for hook in opts.hooks:
+        hook.after_update()
 
 
 def _check_finite(sums: Sums, step: int, progress: Progress | None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -49,10 +50,13 @@ class Run:
         self.opts = StepOptions(amp_dtype, runtime.resolve_channels_last(cfg.train.channels_last, self.device),
                                 cfg.train.grad_clip, cfg.train.max_steps, scaler=scaler)
         runtime.seed_everything(cfg.train.seed)
+        self.resuming = resume is not None
         self.cfg = self._load_data(cfg)
-        self._build_model()
+        resumed = self._read_resume(resume)
+        self._build_model(resumed)
+        self.opts.hooks = self.compression.hooks
         self.run_dir = self._open_run_dir(resume)
-        self.state = RunState() if resume is None else self._restore(resume)
+        self.state = RunState() if resume is None else self._restore(resume, resumed)
         self._wrap_model()
         return self
 
@@ -62,11 +66,13 @@ class Run:
         """Load train/val splits and the preset; returns cfg with num_classes and preset resolved."""
         from squeezelab.data import default_preset_for, get_preset, load_dataset
 
+        cfg = self._model_from_weights(cfg)
         d = cfg.data
         preset_name = d.preset or default_preset_for(d.dataset)
         self.preset = get_preset(preset_name)
         common = dict(preset=preset_name, val_fraction=d.val_fraction, split_scheme=d.split_scheme,
-                      seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory, download=d.download)
+                      seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory, download=d.download,
+                      class_map=d.class_map)
         with runtime.main_process_first(self.info):  # under torchrun: one download / decode, then the cache
             self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
             self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
@@ -90,18 +96,67 @@ class Run:
             raise ConfigError(f"data.batch_size {cfg.data.batch_size} is larger than the training set "
                               f"({len(self.train_set)} images)")
 
-    def _build_model(self) -> None:
-        from squeezelab.models import create_model
+    def _model_from_weights(self, cfg: RunConfig) -> RunConfig:
+        """model.weights: the run's model is the one the weights describe (model.options given in the
+        config override theirs); a different model name is an error. (A resumed run's config.yaml
+        is resolved already, and its weights come from its checkpoint.)"""
+        if cfg.model.weights is None or self.resuming:
+            return cfg
+        from squeezelab.weights import load_weights
 
-        m = self.cfg.model
-        model = create_model(m.name, num_classes=m.num_classes, **dict(m.options)).to(self.device)
-        model = _sync_bn(model, self.cfg.train.sync_bn, self.info, self.device)
+        self.init_weights = load_weights(cfg.model.weights)
+        w = self.init_weights
+        if w.model_name is None:
+            return cfg
+        if cfg.model.name != w.model_name:
+            raise ConfigError(f"model.weights {cfg.model.weights} holds {w.model_name}, but model.name is "
+                              f"{cfg.model.name}: set model.name={w.model_name}")
+        options = types.MappingProxyType({**dict(w.model_options), **dict(cfg.model.options)})
+        model = dataclasses.replace(cfg.model, options=options,
+                                    num_classes=cfg.model.num_classes or w.num_classes)
+        data = cfg.data if cfg.data.preset or not w.preset else dataclasses.replace(cfg.data, preset=w.preset)
+        return dataclasses.replace(cfg, model=model, data=data)
+
+    def _read_resume(self, resume: Path | None):
+        return None if resume is None else ckpt.read_checkpoint(resume / "last.safetensors")
+
+    def _build_model(self, resumed) -> None:
+        from squeezelab.engine import compression
+        from squeezelab.models import create_model
+        from squeezelab.weights import load_into
+
+        m, cfg = self.cfg.model, self.cfg
+        model = create_model(m.name, num_classes=m.num_classes, **dict(m.options))
+        if resumed is not None:
+            model.load_state_dict(resumed.model_state)  # plain weights; codebooks come back below
+        elif m.weights is not None:
+            load_into(model, self.init_weights)
+        model = _sync_bn(model.to(self.device), cfg.train.sync_bn, self.info, self.device)
+        total = cfg.train.epochs * self.steps_per_epoch
+        state = None if resumed is None else (resumed.meta.get("compression") or {}, resumed.extra)
+        self.compression = compression.setup(cfg, model, steps_per_epoch=self.steps_per_epoch, total_steps=total,
+                                             resume=state)
         if self.opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.raw_model = model
-        self.optimizer = build_optimizer(model, self.cfg.optim)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.cfg.train.label_smoothing)
-        self.plateau = Plateau(self.cfg.schedule.plateau_factor, self.cfg.schedule.plateau_patience)
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.criterion = compression.criterion(cfg, self._teacher())
+        self.plateau = Plateau(cfg.schedule.plateau_factor, cfg.schedule.plateau_patience)
+
+    def _teacher(self) -> nn.Module | None:
+        """distill.teacher's model, frozen, on the run's device and layout."""
+        from squeezelab.engine.compression import teacher_path
+        from squeezelab.models import create_model
+        from squeezelab.weights import load_into, load_weights
+
+        path = teacher_path(self.cfg) if self.cfg.distill.enabled else None
+        if path is None:
+            return None
+        w = load_weights(path)
+        name, options = w.model_name or self.cfg.model.name, w.model_options if w.model_name else self.cfg.model.options
+        teacher = load_into(create_model(name, num_classes=w.num_classes or self.cfg.model.num_classes, **dict(options)), w)
+        teacher = teacher.to(self.device).eval()
+        return teacher.to(memory_format=torch.channels_last) if self.opts.channels_last else teacher
 
     def _wrap_model(self) -> None:
         if self.info.enabled:
@@ -128,10 +183,8 @@ class Run:
             self._save("last.safetensors", None)  # a good checkpoint exists before the first step
         return run_dir
 
-    def _restore(self, run_dir: Path) -> RunState:
-        """Load last.safetensors of an interrupted run into model, optimiser and state."""
-        c = ckpt.read_checkpoint(run_dir / "last.safetensors")
-        self.raw_model.load_state_dict(c.model_state)
+    def _restore(self, run_dir: Path, c) -> RunState:
+        """Load last.safetensors of an interrupted run into optimiser and state (the model has it)."""
         if c.optim_state is not None:
             self.optimizer.load_state_dict(c.optim_state)
         if self.opts.scaler is not None and c.meta.get("grad_scaler"):
@@ -171,6 +224,7 @@ class Run:
         gen = torch.Generator(self.device).manual_seed(seed)  # augmentation
         self.train_loader.set_epoch(epoch)
         lr_at = lambda step: set_lr(self.optimizer, cfg.optim.lr, self.plateau.scale  # noqa: E731
+                                    * self.compression.lr_factor(step)
                                     * lr_factor(cfg.schedule, step, self.steps_per_epoch, total_steps))
         bar = Progress(self.train_loader, len(self.train_loader), f"epoch {epoch + 1}/{cfg.train.epochs}",
                        enabled=self.progress)
@@ -214,8 +268,11 @@ class Run:
                 "preset": self.cfg.data.preset, "dataset": self.cfg.data.dataset,
                 "epoch": state.epoch, "step": state.step, "best": state.best, "metrics": row,
                 "state": state.to_meta(), "config": config_to_dict(self.cfg),
-                "grad_scaler": self.opts.scaler.state_dict() if self.opts.scaler is not None else None}
-        ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta, optimizer=self.optimizer)
+                "grad_scaler": self.opts.scaler.state_dict() if self.opts.scaler is not None else None,
+                "classes": list(self.train_set.classes)}
+        meta["compression"], extra = self.compression.state(self.raw_model)
+        ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta, optimizer=self.optimizer,
+                             extra_tensors=extra)
 
     def _finish(self, status: str, t0: float, error: str | None = None) -> None:
         if not self.info.is_main:

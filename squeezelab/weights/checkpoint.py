@@ -61,6 +61,26 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with every parametrized tensor (e.g. a weight-shared layer's
+    ``codebook[codes]``) as the plain tensor it computes, under its plain key, in the plain order."""
+    from torch.nn.utils import parametrize
+
+    state = model.state_dict()
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return state
+    modules = dict(model.named_modules())
+    out = {}
+    for key, value in state.items():
+        head, sep, rest = key.partition(".parametrizations.")
+        if not sep:
+            out[key] = value
+        elif rest.endswith(".original"):  # one tensor per parametrized name; its helpers' buffers go
+            name = rest.removesuffix(".original")
+            out[f"{head}.{name}"] = getattr(modules[head], name).detach()
+    return out
+
+
 def _cpu(t: torch.Tensor) -> torch.Tensor:
     # clone: safetensors refuses tensors that share storage (tied weights, views)
     return t.detach().to("cpu", copy=True).contiguous()
@@ -101,7 +121,7 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {f"model.{k}": _cpu(v) for k, v in clean_state_dict(model.state_dict()).items()}
+    tensors = {f"model.{k}": _cpu(v) for k, v in clean_state_dict(plain_state_dict(model)).items()}
     meta = {"format_version": FORMAT_VERSION, **meta}
     if optimizer is not None:
         optim_tensors, meta["optim"] = _flatten_optimizer(optimizer.state_dict())

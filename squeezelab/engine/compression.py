@@ -1,0 +1,131 @@
+"""Training with compression: the config's ``prune``, ``share`` and ``distill`` sections as engine parts.
+
+- ``prune`` -> a :class:`~squeezelab.compression.prune.Pruner` step hook (masks held through every
+  optimizer step, on its schedule; DSD's release and lower lr).
+- ``share`` -> every selected layer's weight becomes ``codebook[codes]`` (k-means at the start, or the
+  codebooks of the checkpoint being resumed); the optimizer then trains the codebooks.
+- ``distill`` -> the loss mixes the teacher's soft targets with the labels.
+
+Checkpoints stay ordinary model checkpoints (plain weights under ``model.*``, so ``eval`` reads them as
+any other); the masks and codebooks travel as extra tensors (``prune.mask.<layer>``,
+``share.codes.<layer>``, ``share.codebook.<layer>``) and JSON (``compression``), which is what makes
+``--resume`` exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from squeezelab.compression import prune, share
+from squeezelab.compression.distill import distillation_loss
+from squeezelab.config import RunConfig
+from squeezelab.engine.loop import InputLoss
+from squeezelab.errors import ConfigError
+
+
+@dataclass
+class TrainingCompression:
+    """What a run's compression sections built; ``hooks`` go into StepOptions."""
+
+    pruner: prune.Pruner | None = None
+    shared: dict[str, share.Shared] = field(default_factory=dict)
+
+    @property
+    def hooks(self) -> tuple:
+        return (self.pruner,) if self.pruner is not None else ()
+
+    def lr_factor(self, step: int) -> float:
+        return self.pruner.lr_factor(step) if self.pruner is not None else 1.0
+
+    def state(self, model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(JSON meta, tensors) to store in a checkpoint."""
+        meta, tensors = {}, {}
+        if self.pruner is not None:
+            meta["prune"] = self.pruner.state_meta()
+            tensors.update(self.pruner.state_tensors())
+        shared = share.current(model)
+        if shared:
+            meta["share"] = {name: {"zero": s.zero} for name, s in shared.items()}
+            for name, s in shared.items():
+                tensors[f"share.codes.{name}"] = s.codes.to(torch.int32)
+                tensors[f"share.codebook.{name}"] = s.codebook
+        return meta, tensors
+
+
+def setup(cfg: RunConfig, model: nn.Module, *, steps_per_epoch: int, total_steps: int,
+          resume: tuple[dict, dict] | None = None) -> TrainingCompression:
+    """Apply the config's compression to ``model`` (before its optimizer is built). ``resume``:
+    (checkpoint meta ``compression``, extra tensors) of the run being continued."""
+    if cfg.prune.enabled and cfg.share.enabled:
+        raise ConfigError("prune and share in one run: prune first, then share in a second run "
+                          "(squeezelab compress runs them as stages)")
+    meta, tensors = resume or ({}, {})
+    out = TrainingCompression()
+    if cfg.prune.enabled:
+        out.pruner = _pruner(cfg, model, steps_per_epoch, total_steps)
+        if "prune" in meta:
+            out.pruner.load_state(meta["prune"], tensors)
+    if cfg.share.enabled:
+        spec = share.ShareSpec(cfg.share.bits, cfg.share.layers, cfg.share.exclude, cfg.share.init, cfg.train.seed)
+        restored = _restored_shared(meta.get("share"), tensors) if "share" in meta else None
+        out.shared = share.share_(model, spec, trainable=True, shared=restored)
+    return out
+
+
+def _pruner(cfg: RunConfig, model: nn.Module, steps_per_epoch: int, total_steps: int) -> prune.Pruner:
+    p = cfg.prune
+    spec = prune.PruneSpec(p.density, p.threshold, p.layers, p.exclude)
+    epochs = cfg.train.epochs
+    end = p.end_epoch if p.end_epoch is not None else 0.75 * epochs
+    if p.schedule != "oneshot" and end <= p.start_epoch:
+        raise ConfigError(f"prune.end_epoch ({end}) must come after prune.start_epoch ({p.start_epoch})")
+    if p.rounds < 1:
+        raise ConfigError(f"prune.rounds must be >= 1, got {p.rounds}")
+    if p.release_epoch is not None and p.release_epoch <= p.start_epoch:
+        raise ConfigError("prune.release_epoch (DSD) must come after prune.start_epoch")
+    release = prune.steps_of(p.release_epoch, steps_per_epoch) if p.release_epoch is not None else None
+    return prune.Pruner(model, spec, p.schedule, prune.steps_of(p.start_epoch, steps_per_epoch),
+                        prune.steps_of(end, steps_per_epoch), p.rounds, release, p.release_lr_factor)
+
+
+def _restored_shared(meta: dict, tensors: dict) -> dict[str, share.Shared]:
+    return {name: share.Shared(tensors[f"share.codebook.{name}"].float(), tensors[f"share.codes.{name}"].long(),
+                               bool(info["zero"])) for name, info in meta.items()}
+
+
+class DistillLoss(InputLoss):
+    """Soft targets of a frozen teacher on the same (augmented) batch, mixed with the labels."""
+
+    def __init__(self, teacher: nn.Module, temperature: float, alpha: float, labels: bool, label_smoothing: float):
+        super().__init__()
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.temperature, self.alpha, self.labels, self.label_smoothing = temperature, alpha, labels, label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = self.teacher(x)
+        return distillation_loss(logits, target, y if self.labels else None, temperature=self.temperature,
+                                 alpha=self.alpha, label_smoothing=self.label_smoothing)
+
+
+def criterion(cfg: RunConfig, teacher: nn.Module | None) -> nn.Module:
+    """Cross-entropy, or the distillation loss when the run has a teacher."""
+    if teacher is None:
+        return nn.CrossEntropyLoss(label_smoothing=cfg.train.label_smoothing)
+    d = cfg.distill
+    if d.temperature <= 0 or not 0.0 <= d.alpha <= 1.0:
+        raise ConfigError(f"distill: temperature must be > 0 and alpha in [0, 1]; got {d.temperature}, {d.alpha}")
+    return DistillLoss(teacher, d.temperature, d.alpha, d.labels, cfg.train.label_smoothing)
+
+
+def teacher_path(cfg: RunConfig) -> str | None:
+    """distill.teacher resolved ("init": the weights the run starts from)."""
+    t = cfg.distill.teacher
+    if t == "init":
+        if cfg.model.weights is None:
+            raise ConfigError("distill.teacher: init needs model.weights (the weights the run starts from)")
+        return cfg.model.weights
+    return t
