@@ -191,6 +191,24 @@ class DistillConfig:
 
 
 @dataclass(frozen=True)
+class CodeConfig:
+    """How a .sqz file codes its streams (all lossless)."""
+
+    coder: Literal["auto", "huffman", "ans", "raw"] = "auto"  # auto: the smallest per stream
+    index_bits: int | None = None  # relative-index width; None: per tensor, the one that codes smallest
+    max_codebook: int = 256  # tensors with at most this many distinct values: codebook + codes
+
+
+@dataclass(frozen=True)
+class OneShotRecipe:
+    """``squeezelab convert --recipe``: prune and/or share without retraining, then code."""
+
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    share: ShareConfig = field(default_factory=ShareConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -220,9 +238,11 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text (UTF-8) file, byte {err.start} ({err.reason})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -245,9 +265,16 @@ def apply_overrides(raw: Mapping, overrides: Mapping[str, object]) -> dict:
     return out
 
 
-def config_from_dict(raw: Mapping) -> RunConfig:
-    """Validate a nested plain dict against RunConfig (unknown key / wrong type -> ConfigError)."""
-    return _build(RunConfig, raw, prefix="")
+def config_from_dict(raw: Mapping, cls: type = None, prefix: str = ""):
+    """Validate a nested plain dict against RunConfig (or ``cls``); unknown key / wrong type -> ConfigError."""
+    return _build(cls or RunConfig, raw, prefix=prefix)
+
+
+def load_recipe(path: str | Path, cls: type, overrides: Mapping[str, object] | list[str] | None = None):
+    """A YAML file validated against the dataclass ``cls`` (e.g. OneShotRecipe), with --set overrides."""
+    if isinstance(overrides, list):
+        overrides = parse_set_args(overrides)
+    return _build(cls, apply_overrides(_read_yaml(Path(path)), overrides or {}), prefix="")
 
 
 def _build(cls: type, raw: object, prefix: str):

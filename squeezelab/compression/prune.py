@@ -195,6 +195,12 @@ class Pruner:
             for name, mask in self.masks.items():
                 self._modules[name].weight.mul_(mask)
 
+    def final_form(self, step: int) -> bool:
+        """At the target sparsity (or, with DSD, released and dense again)."""
+        if self.release is not None:
+            return self.released(step)
+        return progress(step, self.schedule, self.start, self.end, self.rounds) >= 1.0
+
     def lr_factor(self, step: int) -> float:
         return self.release_lr_factor if self.released(step) else 1.0
 

@@ -40,6 +40,11 @@ class TrainingCompression:
     def lr_factor(self, step: int) -> float:
         return self.pruner.lr_factor(step) if self.pruner is not None else 1.0
 
+    def final_form(self, step: int) -> bool:
+        """Whether the model at ``step`` has the form the run ends in (pruned to its target; for DSD
+        dense again): only such epochs may become best.safetensors."""
+        return self.pruner is None or self.pruner.final_form(step)
+
     def state(self, model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
         """(JSON meta, tensors) to store in a checkpoint."""
         meta, tensors = {}, {}

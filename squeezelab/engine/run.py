@@ -246,7 +246,9 @@ class Run:
     def _after_epoch(self, row: dict) -> None:
         s, es = self.state, self.cfg.train.early_stopping
         s.epoch = row["epoch"]
-        improved = s.best["value"] is None or row["top1"] > s.best["value"]
+        # (pruning: only epochs that end in the run's final form compete for best.safetensors)
+        improved = (s.best["value"] is None or row["top1"] > s.best["value"]) and \
+            self.compression.final_form(s.step - 1)  # the form of the last step taken
         if improved:
             s.best = {"metric": "top1", "value": row["top1"], "top5": row["top5"], "epoch": s.epoch}
         s.best_top5, s.es_bad_epochs, s.stopped_early = early_stopping(

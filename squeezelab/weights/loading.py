@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from squeezelab.errors import WeightsError
-from squeezelab.weights import deep_compression
+from squeezelab.weights import deep_compression, sqz
 
-ACCEPTED = ("a run folder, a squeezelab .safetensors checkpoint, the Deep Compression .net file "
+ACCEPTED = ("a run folder, a squeezelab .safetensors checkpoint or .sqz file, the Deep Compression .net file "
             "(compressed_SqueezeNet.net) or a torchvision SqueezeNet .pth state dict")
 CAFFE_PRESET = "caffe"  # 227x227 BGR, 0..255 minus (104, 117, 123)
 TORCHVISION_PRESET = "report004"  # RGB 0..1, ImageNet mean/std, resize 256 + centre crop 224
@@ -39,6 +39,8 @@ class LoadedWeights:
     # How a squeezelab run split its dataset ({"dataset", "split_scheme", "val_fraction", "seed"}), so that
     # `eval` scores a pooled-split run (report 003) on its own held-out images, not on training images.
     data_split: dict | None = None
+    classes: list[str] | None = None  # class names in output order, when the file knows them
+    header: dict | None = None  # a .sqz file's JSON header (provenance, ...)
 
     @property
     def model_spec(self) -> dict | None:
@@ -63,10 +65,12 @@ def load_weights(path: str | Path) -> LoadedWeights:
 
 
 def sniff_format(path: Path) -> str:
-    """"safetensors" | "torch" | "deep-compression", from the first bytes; else WeightsError."""
+    """"safetensors" | "torch" | "deep-compression" | "sqz", from the first bytes; else WeightsError."""
     with open(path, "rb") as f:
         head = f.read(128)
     size = path.stat().st_size
+    if sqz.looks_like_sqz(head) or path.suffix.lower() == ".sqz":  # named .sqz: report its damage as such
+        return "sqz"
     if len(head) >= 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] + 8 <= size:
         return "safetensors"
     if head[:4] == b"PK\x03\x04":  # torch.save's zip format
@@ -100,7 +104,44 @@ def _load_safetensors(path: Path) -> LoadedWeights:
     meta = ckpt.meta or {}
     model = meta.get("model") or {}
     return LoadedWeights(dict(ckpt.model_state), "squeezelab", model.get("name"), dict(model.get("options") or {}),
-                         model.get("num_classes"), meta.get("preset"), path, _data_split(meta.get("config")))
+                         model.get("num_classes"), meta.get("preset"), path, _data_split(meta.get("config")),
+                         meta.get("classes"))
+
+
+def _load_sqz(path: Path) -> LoadedWeights:
+    """A .sqz file: decode every tensor, then check that the model its header names has exactly these
+    tensors (built on the meta device: a hostile header cannot make it allocate a giant model)."""
+    f = sqz.read_sqz(path.read_bytes())
+    state = f.state_dict()
+    header = f.header
+    model = header.get("model") if isinstance(header.get("model"), dict) else {}
+    name, options, num_classes = model.get("name"), model.get("options") or {}, model.get("num_classes")
+    if name is not None:
+        _check_spec_fits(name, options, num_classes, state)
+    classes = header.get("classes") if isinstance(header.get("classes"), list) else None
+    data = header.get("data_split") if isinstance(header.get("data_split"), dict) else None
+    return LoadedWeights(state, "sqz", name, dict(options), num_classes, header.get("preset"), path, data,
+                         classes, header)
+
+
+def _check_spec_fits(name, options, num_classes, state: dict[str, torch.Tensor]) -> None:
+    from squeezelab.errors import SqueezelabError
+    from squeezelab.models import create_model
+
+    if not isinstance(options, dict) or not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        raise WeightsError("corrupt .sqz header: model options / num_classes malformed")
+    try:
+        with torch.device("meta"):
+            own = create_model(name, num_classes=num_classes, **options).state_dict()
+    except SqueezelabError as err:
+        raise WeightsError(f"its header names a model this squeezelab cannot build ({err})") from None
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise WeightsError(f"its header names a model this squeezelab cannot build ({type(err).__name__})") from None
+    wrong = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
+    extra = [k for k in state if k not in own]
+    if wrong or extra:
+        raise WeightsError(f"its tensors do not fit the {name} its header names "
+                           f"({', '.join((wrong + extra)[:3])} ...)")
 
 
 def _data_split(config: dict | None) -> dict | None:
@@ -150,7 +191,8 @@ def _from_torchvision(state: dict[str, torch.Tensor], path: Path) -> LoadedWeigh
     return LoadedWeights(ours, "torchvision", name, {}, num_classes, TORCHVISION_PRESET, path)
 
 
-_LOADERS = {"deep-compression": _load_deep_compression, "safetensors": _load_safetensors, "torch": _load_torch}
+_LOADERS = {"deep-compression": _load_deep_compression, "safetensors": _load_safetensors, "torch": _load_torch,
+            "sqz": _load_sqz}
 
 
 def load_into(model: torch.nn.Module, weights: LoadedWeights | dict[str, torch.Tensor]) -> torch.nn.Module:
