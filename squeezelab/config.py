@@ -197,6 +197,18 @@ class CodeConfig:
     coder: Literal["auto", "huffman", "ans", "raw"] = "auto"  # auto: the smallest per stream
     index_bits: int | None = None  # relative-index width; None: per tensor, the one that codes smallest
     max_codebook: int = 256  # tensors with at most this many distinct values: codebook + codes
+    raw_float16: bool = False  # biases / BatchNorm as float16 (lossy, ~1e-3 relative); weights unaffected
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Where ``squeezelab compress`` measures accuracy before and after (default: the recipe's data,
+    its official held-out split, or the pooled test part)."""
+
+    dataset: str | None = None
+    data_dir: str | None = None
+    split: str | None = None
+    batch_size: int = 256
 
 
 @dataclass(frozen=True)
@@ -365,6 +377,90 @@ def _type_error(key: str, expected: str, value: object) -> ConfigError:
 # --------------------------------------------------------------------------------------------
 # Dumping.
 # --------------------------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------------------------
+# Compression recipes (squeezelab compress): a base training recipe + stages + coding.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompressRecipe:
+    """Stages run in order, each an ordinary training run starting from the previous one's weights
+    (the first from ``weights``); then the result is coded into a .sqz file and measured."""
+
+    stages: tuple[tuple[str, RunConfig], ...]
+    weights: str | None = None  # the dense model to compress; None: the first stage trains it
+    code: CodeConfig = field(default_factory=CodeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    select: Literal["last", "best"] = "last"  # which checkpoint of a stage the next one starts from
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the recipe as resolved (provenance, resume)
+
+
+RECIPE_KEYS = ("base", "weights", "stages", "code", "eval", "select")
+
+
+def load_compress_recipe(path: str | Path, overrides: Mapping[str, object] | list[str] | None = None) -> CompressRecipe:
+    """YAML -> CompressRecipe. Top-level keys: ``base`` (a training recipe, relative to this file),
+    ``weights``, ``stages`` (a list of {name, <RunConfig sections>}), ``code``, ``eval``, ``select``,
+    and RunConfig sections shared by all stages. ``--set stages.<name or index>.train.epochs=2``
+    reaches one stage."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if isinstance(overrides, list):
+        overrides = parse_set_args(overrides)
+    stage_sets = {k: v for k, v in (overrides or {}).items() if k.startswith("stages.")}
+    raw = apply_overrides(raw, {k: v for k, v in (overrides or {}).items() if k not in stage_sets})
+    base = {}
+    if raw.get("base") is not None:
+        if not isinstance(raw["base"], str):
+            raise _type_error("base", "a path to a training recipe", raw["base"])
+        base = _read_yaml(path.parent / raw["base"])
+    shared = {k: v for k, v in raw.items() if k not in RECIPE_KEYS}
+    stages = _stage_dicts(raw.get("stages"), stage_sets)
+    out = []
+    for name, stage in stages:
+        merged = _deep_merge(_deep_merge(base, shared), stage)
+        out.append((name, _build(RunConfig, merged, prefix=f"stages.{name}.")))
+    top = {k: raw[k] for k in ("weights", "code", "eval", "select") if k in raw}
+    recipe = _build(CompressRecipe, {**top, "stages": (), "raw": {}}, prefix="")
+    resolved = {"weights": recipe.weights, "select": recipe.select, "code": config_to_dict(recipe.code),
+                "eval": config_to_dict(recipe.eval), "stages": [{"name": n, **config_to_dict(c)} for n, c in out]}
+    return dataclasses.replace(recipe, stages=tuple(out), raw=resolved)
+
+
+def _stage_dicts(stages: object, stage_sets: Mapping[str, object]) -> list[tuple[str, dict]]:
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError("stages: expected a list of stages, e.g. [{name: prune, prune: {density: 0.35}}, "
+                          "{name: share, share: {bits: 6}}]")
+    out = []
+    for i, stage in enumerate(stages):
+        if not isinstance(stage, Mapping) or not isinstance(stage.get("name"), str) or not stage["name"]:
+            raise ConfigError(f"stages[{i}]: expected a mapping with a name, got {stage!r}")
+        name = stage["name"]
+        if not all(c.isalnum() or c in "-_" for c in name) or name in [n for n, _ in out]:
+            raise ConfigError(f"stages[{i}]: name {name!r} must be unique and use letters, digits, - and _")
+        out.append((name, {k: v for k, v in stage.items() if k != "name"}))
+    for dotted, value in stage_sets.items():
+        _, which, *rest = dotted.split(".")
+        index = {n: i for i, (n, _) in enumerate(out)}.get(which, int(which) if which.isdigit() else None)
+        if index is None or index >= len(out) or not rest:
+            raise ConfigError(f"--set {dotted}: no stage {which!r} (stages: {', '.join(n for n, _ in out)})")
+        out[index] = (out[index][0], apply_overrides(out[index][1], {".".join(rest): value}))
+    return out
+
+
+def _deep_merge(base: Mapping, top: Mapping) -> dict:
+    out = json.loads(json.dumps(base, default=list))
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in _LEAF_MAPPINGS:
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = json.loads(json.dumps(value, default=list))
+    return out
+
+
+_LEAF_MAPPINGS = ("density", "threshold", "bits")  # per-layer maps replace, never merge
 
 
 def config_to_dict(cfg: object) -> dict:

@@ -38,7 +38,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
     split = split or ("test" if scheme == "pooled" else get_spec(dataset).heldout)
     data = load_dataset(dataset, data_dir, split, preset=preset, split_scheme=scheme, val_fraction=fraction,
                         seed=seed, download=download)
-    net = _build(name, w, data.num_classes, options or {})
+    net = model_for(w, data.num_classes, options, name)
     dev = runtime.choose_device(device, where="--device")
     t = time.perf_counter()
     result = _run(net, data, preset, dev, batch_size, amp)
@@ -63,10 +63,13 @@ def _model_name(given: str | None, from_weights: str | None) -> str:
     return given or from_weights
 
 
-def _build(name: str, w, dataset_classes: int, options: dict) -> torch.nn.Module:
+def model_for(w, dataset_classes: int, options: dict | None = None, name: str | None = None) -> torch.nn.Module:
+    """The model loaded weights ``w`` describe (``name`` / ``options`` from the command line on top),
+    loaded and checked against a dataset of ``dataset_classes`` classes."""
     from squeezelab.models import create_model
     from squeezelab.weights import load_into
 
+    name, options = name or _model_name(None, w.model_name), options or {}
     num_classes = w.num_classes or dataset_classes
     if dataset_classes > num_classes:
         raise ConfigError(f"the dataset has {dataset_classes} classes but the weights only {num_classes}")

@@ -78,6 +78,7 @@ class TensorRecord:
     name: str
     dtype: torch.dtype
     shape: tuple[int, ...]
+    stored: torch.dtype | None = None  # dtype of raw values as stored (float16 for float32: lossy); None: dtype
     index_bits: int | None = None  # None: dense
     entries: int = 0  # stored entries (sparse: non-zeros + fillers; dense: numel)
     codebook: np.ndarray | None = None  # values of the tensor's dtype (numpy view), None: raw values
@@ -91,6 +92,10 @@ class TensorRecord:
     @property
     def sparse(self) -> bool:
         return self.index_bits is not None
+
+    @property
+    def store_dtype(self) -> torch.dtype:
+        return self.stored or self.dtype
 
     def sizes(self) -> dict[str, int]:
         """Exact bytes of each part of this tensor in the payload."""
@@ -112,12 +117,13 @@ class SqzFile:
 
 
 def encode_tensor(name: str, tensor: torch.Tensor, *, coder: str = "auto", index_bits: int | str = "auto",
-                  max_codebook: int = 256, layout: str = "auto") -> TensorRecord:
+                  max_codebook: int = 256, layout: str = "auto", raw_float16: bool = False) -> TensorRecord:
     """Lossless encoding of one tensor, in the smallest of the forms allowed.
 
     ``max_codebook``: at most this many distinct values -> codebook + codes (an already weight-shared
     layer; 0 disables). ``layout``: auto | dense | sparse. ``index_bits``: auto (the width whose
-    estimated total is smallest) or 1..16."""
+    estimated total is smallest) or 1..16. ``raw_float16``: float32/64 values that are not in a
+    codebook (biases, BatchNorm) are stored as float16 — the one lossy option, off by default."""
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype not in DTYPE_IDS:
         raise WeightsError(f"{name}: dtype {tensor.dtype} cannot be stored in .sqz")
@@ -140,6 +146,8 @@ def encode_tensor(name: str, tensor: torch.Tensor, *, coder: str = "auto", index
         rec.values = Stream(*codec.encode(symbols, book.size, coder))
     else:
         stored = flat if positions is None else flat[positions]
+        if raw_float16 and tensor.dtype in (torch.float32, torch.float64):
+            rec.stored, npdtype = torch.float16, DTYPES[DTYPE_IDS[torch.float16]][1]
         rec.values = Stream("raw", stored.astype(npdtype, copy=False).tobytes())
     return rec
 
@@ -212,10 +220,10 @@ def _with_fillers(nonzero: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
 
 
 def write_sqz(state: dict[str, torch.Tensor], header: dict[str, Any], *, coder: str = "auto",
-              index_bits: int | str = "auto", max_codebook: int = 256) -> bytes:
-    """State dict + JSON-able header -> the bytes of a .sqz file (lossless)."""
-    records = [encode_tensor(k, v, coder=coder, index_bits=index_bits, max_codebook=max_codebook)
-               for k, v in state.items()]
+              index_bits: int | str = "auto", max_codebook: int = 256, raw_float16: bool = False) -> bytes:
+    """State dict + JSON-able header -> the bytes of a .sqz file (lossless unless raw_float16)."""
+    records = [encode_tensor(k, v, coder=coder, index_bits=index_bits, max_codebook=max_codebook,
+                             raw_float16=raw_float16) for k, v in state.items()]
     return pack(SqzFile(dict(header), records))
 
 
@@ -227,7 +235,8 @@ def pack(sqz: SqzFile) -> bytes:
     table += codec.write_varint(len(sqz.tensors))
     for t in sqz.tensors:
         name = t.name.encode()
-        table += codec.write_varint(len(name)) + name + bytes([DTYPE_IDS[t.dtype], len(t.shape)])
+        table += codec.write_varint(len(name)) + name
+        table += bytes([DTYPE_IDS[t.dtype], DTYPE_IDS[t.store_dtype], len(t.shape)])
         table += b"".join(codec.write_varint(d) for d in t.shape)
         table += bytes([0 if t.index_bits is None else t.index_bits])
         if t.sparse:
@@ -339,7 +348,7 @@ def _read_table(table: _Cursor, data: bytes, payload: _Cursor, file_size: int) -
         if total_bytes > MAX_EXPANSION * file_size:
             raise WeightsError(f"corrupt .sqz table: its tensors would take {total_bytes:,} bytes, more than "
                                f"{MAX_EXPANSION}x the file's {file_size:,}")
-        _read_streams(rec, table, payload, itemsize)
+        _read_streams(rec, table, payload, itemsize, DTYPES[DTYPE_IDS[rec.store_dtype]][1].itemsize)
         records.append(rec)
     if table.pos != table.end:
         raise WeightsError("corrupt .sqz table: bytes left after the last tensor")
@@ -351,11 +360,14 @@ def _read_record(table: _Cursor) -> TensorRecord:
         name = table.take(table.varint()).decode("utf-8")
     except UnicodeDecodeError:
         raise WeightsError("corrupt .sqz table: a tensor name is not UTF-8") from None
-    dtype_id, ndim = table.u8(), table.u8()
-    if dtype_id not in DTYPES or ndim > MAX_NDIM:
-        raise WeightsError(f"corrupt .sqz table: tensor {name!r} has dtype id {dtype_id} / {ndim} dims")
+    dtype_id, stored_id, ndim = table.u8(), table.u8(), table.u8()
+    if dtype_id not in DTYPES or ndim > MAX_NDIM or stored_id not in (dtype_id, DTYPE_IDS[torch.float16]):
+        raise WeightsError(f"corrupt .sqz table: tensor {name!r} has dtype ids {dtype_id}/{stored_id}, {ndim} dims")
     shape = tuple(table.varint() for _ in range(ndim))
-    rec = TensorRecord(name, DTYPES[dtype_id][0], shape)
+    stored = DTYPES[stored_id][0] if stored_id != dtype_id else None
+    if stored is not None and DTYPES[dtype_id][0] not in (torch.float32, torch.float64):
+        raise WeightsError(f"corrupt .sqz table: tensor {name!r} stores a non-float tensor as float16")
+    rec = TensorRecord(name, DTYPES[dtype_id][0], shape, stored)
     bits = table.u8()
     if bits > 16:
         raise WeightsError(f"corrupt .sqz table: tensor {name} has {bits} index bits")
@@ -371,7 +383,7 @@ def _read_record(table: _Cursor) -> TensorRecord:
     return rec
 
 
-def _read_streams(rec: TensorRecord, table: _Cursor, payload: _Cursor, itemsize: int) -> None:
+def _read_streams(rec: TensorRecord, table: _Cursor, payload: _Cursor, itemsize: int, raw_itemsize: int) -> None:
     book_size = rec.__dict__.pop("_book_size")
     if book_size:
         book_dtype = DTYPES[DTYPE_IDS[rec.dtype]][1]
@@ -385,8 +397,10 @@ def _read_streams(rec: TensorRecord, table: _Cursor, payload: _Cursor, itemsize:
     if rec.sparse:
         rec.gaps = streams.pop(0)
     rec.values = streams[0]
-    if rec.codebook is None and (rec.values.codec != "raw" or len(rec.values.data) != rec.entries * itemsize):
-        raise WeightsError(f"corrupt .sqz table: raw values of {rec.name} must be {rec.entries} x {itemsize} bytes")
+    if rec.codebook is not None and rec.stored is not None:
+        raise WeightsError(f"corrupt .sqz table: {rec.name} has a codebook and a narrower stored dtype")
+    if rec.codebook is None and (rec.values.codec != "raw" or len(rec.values.data) != rec.entries * raw_itemsize):
+        raise WeightsError(f"corrupt .sqz table: raw values of {rec.name} must be {rec.entries} x {raw_itemsize} bytes")
 
 
 def decode_tensor(rec: TensorRecord) -> torch.Tensor:
@@ -397,7 +411,8 @@ def decode_tensor(rec: TensorRecord) -> torch.Tensor:
             codes = codec.decode(rec.values.codec, rec.values.data, rec.entries, rec.codebook.size)
             values = rec.codebook[codes]
         else:
-            values = np.frombuffer(rec.values.data, npdtype, rec.entries)
+            stored = DTYPES[DTYPE_IDS[rec.store_dtype]][1]
+            values = np.frombuffer(rec.values.data, stored, rec.entries).astype(npdtype)
         if rec.sparse:
             gaps = codec.decode(rec.gaps.codec, rec.gaps.data, rec.entries, 1 << rec.index_bits)
             positions = np.cumsum(gaps + 1) - 1
@@ -413,9 +428,37 @@ def decode_tensor(rec: TensorRecord) -> torch.Tensor:
 
 
 def _to_torch(arr: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    arr = np.ascontiguousarray(arr)
+    shape = arr.shape
+    arr = np.ascontiguousarray(arr)  # (makes 0-d arrays 1-d: the shape is put back below)
     if dtype == torch.bfloat16:
-        return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
-    if dtype == torch.bool:
-        return torch.from_numpy(arr != 0)
-    return torch.from_numpy(arr.astype(arr.dtype.newbyteorder("=")).copy())
+        out = torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
+    elif dtype == torch.bool:
+        out = torch.from_numpy(arr != 0)
+    else:
+        out = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("=")).copy())
+    return out.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------- report
+
+
+def layer_table(sqz: SqzFile) -> list[dict]:
+    """One row per layer (tensors grouped by module: ``fire2.squeeze.weight``, ``.bias`` and its
+    BatchNorm ``fire2.squeeze_bn.*`` -> ``fire2.squeeze``): params, density and code bits of its
+    weight, exact stored bytes."""
+    rows: dict[str, dict] = {}
+    for t in sqz.tensors:
+        layer = (t.name.rsplit(".", 1)[0] if "." in t.name else t.name).removesuffix("_bn")  # conv + its BN
+        row = rows.setdefault(layer, {"layer": layer, "params": 0, "density": None, "bits": None,
+                                      "index_bits": None, "fp32_bytes": 0, "stored_bytes": 0, "codecs": []})
+        row["params"] += t.numel
+        row["fp32_bytes"] += 4 * t.numel
+        row["stored_bytes"] += sum(t.sizes().values())
+        row["codecs"] += [s.codec for s in (t.gaps, t.values) if s is not None]
+        if t.name.endswith("weight") and len(t.shape) > 1:
+            nonzero = int(np.count_nonzero(decode_tensor(t).numpy()))
+            row["density"] = nonzero / max(1, t.numel)
+            row["bits"] = codec.symbol_width(t.codebook.size) if t.codebook is not None else \
+                8 * DTYPES[DTYPE_IDS[t.dtype]][1].itemsize
+            row["index_bits"] = t.index_bits
+    return list(rows.values())
