@@ -205,6 +205,7 @@ class EvalConfig:
     """Where ``squeezelab compress`` measures accuracy before and after (default: the recipe's data,
     its official held-out split, or the pooled test part)."""
 
+    enabled: bool = True  # false: no accuracy in the report (e.g. while choosing a recipe)
     dataset: str | None = None
     data_dir: str | None = None
     split: str | None = None

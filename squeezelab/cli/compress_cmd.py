@@ -78,7 +78,7 @@ def _report(args) -> int:
     path = Path(args.sqz)
     if not path.is_file():
         raise WeightsError(f"not found: {path}")
-    eval_cfg = EvalConfig(args.dataset, args.data_dir, args.split) if args.dataset else None
+    eval_cfg = EvalConfig(dataset=args.dataset, data_dir=args.data_dir, split=args.split) if args.dataset else None
     report = build_report(path, source=args.baseline, eval_cfg=eval_cfg)
     if args.out:
         out = Path(args.out)

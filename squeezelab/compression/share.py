@@ -31,7 +31,7 @@ INITS = ("linear", "density", "random")
 MAX_BITS = 16
 
 
-def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 300,
+def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 1000,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D k-means -> (centroids float32 [<= k], sorted ascending; codes int64 like ``values``).
 
@@ -49,9 +49,7 @@ def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 3
     if distinct.numel() <= k:
         return distinct, inverse.view(values.shape)
     sorted_vals, order = torch.sort(flat)
-    zero = sorted_vals.new_zeros(1, dtype=torch.float64)
-    prefix = torch.cat([zero, torch.cumsum(sorted_vals.double(), 0)])
-    prefix2 = torch.cat([zero, torch.cumsum(sorted_vals.double() ** 2, 0)])
+    prefix = torch.cat([sorted_vals.new_zeros(1, dtype=torch.float64), torch.cumsum(sorted_vals.double(), 0)])
     centroids = _init_centroids(sorted_vals, distinct, k, init, generator).double()
     n = sorted_vals.numel()
     bounds = None
@@ -63,9 +61,8 @@ def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 3
         counts = bounds[1:] - bounds[:-1]
         sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
         centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
-        if bool((counts == 0).any()):  # as scikit-learn: move empty clusters into the worst ones
-            sse = prefix2[bounds[1:]] - prefix2[bounds[:-1]] - sums * centroids
-            centroids = _relocate_empty(sorted_vals, bounds, counts, sse, centroids)
+        if bool((counts == 0).any()):
+            centroids = _relocate_empty(sorted_vals, bounds, counts, centroids)
     counts = bounds[1:] - bounds[:-1]
     used = counts > 0
     centroids = centroids[used].float()
@@ -82,19 +79,14 @@ def _assign(sorted_vals: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return torch.cat([n.new_zeros(1), torch.searchsorted(sorted_vals, mids), n])
 
 
-def _relocate_empty(sorted_vals, bounds, counts, sse, centroids) -> torch.Tensor:
-    """Each empty cluster's centroid goes to the far end of the cluster with the largest squared
-    error (splitting it at the next iteration); the centroids are re-sorted."""
+def _relocate_empty(sorted_vals, bounds, counts, centroids) -> torch.Tensor:
+    """As scikit-learn's Lloyd: each empty cluster's centroid moves to one of the points farthest from
+    their own centroid (they then split the clusters they sat in); the centroids are re-sorted."""
+    empty = torch.nonzero(counts == 0).flatten()
+    dist = (sorted_vals.double() - torch.repeat_interleave(centroids, counts)).abs()
+    far = torch.topk(dist, min(empty.numel(), dist.numel())).indices
     centroids = centroids.clone()
-    sse = torch.where(counts > 1, sse, torch.full_like(sse, -1.0))
-    for j in torch.nonzero(counts == 0).flatten().tolist():
-        worst = int(torch.argmax(sse))
-        if sse[worst] <= 0:
-            break
-        lo, hi = float(sorted_vals[bounds[worst]]), float(sorted_vals[bounds[worst + 1] - 1])
-        c = float(centroids[worst])
-        centroids[j] = hi if hi - c >= c - lo else lo
-        sse[worst] = -1.0  # one split per cluster per iteration
+    centroids[empty[:far.numel()]] = sorted_vals[far].double()
     return torch.sort(centroids).values
 
 

@@ -153,25 +153,42 @@ def evaluate(
     amp: str | torch.dtype | None = "auto",
     channels_last: bool | str = False,
     distributed: bool = False,
+    teacher: nn.Module | None = None,
 ) -> dict:
     """Top-1 / top-5 (fractions), mean cross-entropy and count over ``loader``'s (uint8, label)
-    batches. ``distributed=True``: each rank saw a disjoint shard and the sums are all-reduced."""
+    batches. ``distributed=True``: each rank saw a disjoint shard and the sums are all-reduced.
+    ``teacher``: also ``agreement`` (fraction of images where both predict the same class) and
+    ``kl`` (mean KL(teacher || model) at temperature 1): what distillation is judged by when the
+    labels do not cover the model's classes."""
     device = torch.device(device)
     dtype = runtime.resolve_amp(amp, device) if isinstance(amp, str) else amp
     cl = runtime.resolve_channels_last(channels_last, device) if isinstance(channels_last, str) else channels_last
     model.eval()
-    sums = Sums(["loss", "top1", "top5", "n"], device)
+    sums = Sums(["loss", "top1", "top5", "n", "agree", "kl"], device)
     for x, y in loader:
         x = _prepare_batch(x, preset.eval, cl, device)
         y = y.to(device, non_blocking=True)
         with _autocast(device, dtype):
             logits = model(x)
+            reference = teacher(x) if teacher is not None else None
         loss = nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         top1, top5 = topk_correct(logits, y, (1, 5))
-        sums.add(loss=loss, top1=top1, top5=top5, n=len(y))
+        sums.add(loss=loss, top1=top1, top5=top5, n=len(y), **_teacher_sums(logits, reference))
     totals = sums.reduce() if distributed else dict(zip(sums.names, sums.values.tolist()))
     n = max(1.0, totals["n"])
-    return {"top1": totals["top1"] / n, "top5": totals["top5"] / n, "loss": totals["loss"] / n, "n": int(totals["n"])}
+    out = {"top1": totals["top1"] / n, "top5": totals["top5"] / n, "loss": totals["loss"] / n, "n": int(totals["n"])}
+    if teacher is not None:
+        out.update(agreement=totals["agree"] / n, kl=totals["kl"] / n)
+    return out
+
+
+def _teacher_sums(logits: torch.Tensor, reference: torch.Tensor | None) -> dict:
+    if reference is None:
+        return {"agree": 0.0, "kl": 0.0}
+    agree = (logits.argmax(1) == reference.argmax(1)).sum()
+    kl = nn.functional.kl_div(logits.float().log_softmax(1), reference.float().log_softmax(1), log_target=True,
+                              reduction="sum")
+    return {"agree": agree, "kl": kl}
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,7 +140,8 @@ class Run:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.raw_model = model
         self.optimizer = build_optimizer(model, cfg.optim)
-        self.criterion = compression.criterion(cfg, self._teacher())
+        self.teacher = self._teacher()
+        self.criterion = compression.criterion(cfg, self.teacher)
         self.plateau = Plateau(cfg.schedule.plateau_factor, cfg.schedule.plateau_patience)
 
     def _teacher(self) -> nn.Module | None:
@@ -234,14 +235,15 @@ class Run:
                                 generator=gen, progress=bar)
         train_seconds = time.perf_counter() - t
         val = evaluate(self.model, self.val_loader, self.preset, self.device, amp=self.opts.amp_dtype,
-                       channels_last=self.opts.channels_last, distributed=self.info.enabled)
+                       channels_last=self.opts.channels_last, distributed=self.info.enabled, teacher=self.teacher)
         if not math.isfinite(val["loss"]):
             raise TrainingError(f"validation loss became {val['loss']} after epoch {epoch + 1}")
         self.state.step += stats["steps"]
         return {"epoch": epoch + 1, "train_loss": stats["train_loss"], "val_loss": val["loss"],
                 "top1": val["top1"], "top5": val["top5"], "lr": stats["lr"], "step": self.state.step,
                 "epoch_seconds": round(time.perf_counter() - t, 3),
-                "images_per_second": round(stats["images"] / max(train_seconds, 1e-9), 1)}
+                "images_per_second": round(stats["images"] / max(train_seconds, 1e-9), 1),
+                **{k: val[k] for k in ("agreement", "kl") if k in val}}
 
     def _after_epoch(self, row: dict) -> None:
         s, es = self.state, self.cfg.train.early_stopping
@@ -319,6 +321,7 @@ def _limit(dataset, limit: int | None, seed: int):
 
 
 def _format_row(r: dict, epochs: int) -> str:
+    teacher = f"  agreement {100 * r['agreement']:.2f}%  kl {r['kl']:.4f}" if "agreement" in r else ""
     return (f"epoch {r['epoch']}/{epochs}  train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
-            f"top1 {100 * r['top1']:.2f}%  top5 {100 * r['top5']:.2f}%  lr {r['lr']:.3g}  "
+            f"top1 {100 * r['top1']:.2f}%  top5 {100 * r['top5']:.2f}%{teacher}  lr {r['lr']:.3g}  "
             f"{r['epoch_seconds']:.1f}s  {r['images_per_second']:.0f} img/s")

@@ -157,6 +157,8 @@ def build_report(sqz_path: Path, recipe: CompressRecipe | None = None, *, source
 
 def _eval_target(recipe: CompressRecipe | None, eval_cfg) -> dict | None:
     e = eval_cfg or (recipe.eval if recipe is not None else None)
+    if e is not None and not e.enabled:
+        return None
     data = recipe.stages[-1][1].data if recipe is not None and recipe.stages else None
     dataset = (e.dataset if e is not None else None) or (data.dataset if data is not None else None)
     if dataset is None:
