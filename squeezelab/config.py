@@ -407,7 +407,12 @@ def load_compress_recipe(path: str | Path, overrides: Mapping[str, object] | lis
     and RunConfig sections shared by all stages. ``--set stages.<name or index>.train.epochs=2``
     reaches one stage."""
     path = Path(path)
-    raw = _read_yaml(path)
+    return compress_recipe_from_dict(_read_yaml(path), path.parent, overrides)
+
+
+def compress_recipe_from_dict(raw: Mapping, base_dir: Path = Path("."),
+                              overrides: Mapping[str, object] | list[str] | None = None) -> CompressRecipe:
+    """``load_compress_recipe`` for a recipe already in memory (``base`` is relative to base_dir)."""
     if isinstance(overrides, list):
         overrides = parse_set_args(overrides)
     stage_sets = {k: v for k, v in (overrides or {}).items() if k.startswith("stages.")}
@@ -416,7 +421,7 @@ def load_compress_recipe(path: str | Path, overrides: Mapping[str, object] | lis
     if raw.get("base") is not None:
         if not isinstance(raw["base"], str):
             raise _type_error("base", "a path to a training recipe", raw["base"])
-        base = _read_yaml(path.parent / raw["base"])
+        base = _read_yaml(Path(base_dir) / raw["base"])
     shared = {k: v for k, v in raw.items() if k not in RECIPE_KEYS}
     stages = _stage_dicts(raw.get("stages"), stage_sets)
     out = []

@@ -32,6 +32,7 @@ SOURCE = "source"
 def compress(recipe: CompressRecipe, out_dir: str | Path, *, progress: bool = True) -> dict:
     """Run (or continue) the recipe in ``out_dir``; returns the report (also written there)."""
     out = Path(out_dir)
+    check_recipe(recipe)
     _claim(out, recipe)
     current, t0 = recipe.weights, time.perf_counter()
     stages = []
@@ -49,6 +50,43 @@ def compress(recipe: CompressRecipe, out_dir: str | Path, *, progress: bool = Tr
     runtime.atomic_write_json(out / "report.json", report)
     runtime.atomic_write_text(out / "report.md", format_report(report))
     return report
+
+
+def check_recipe(recipe: CompressRecipe) -> None:
+    """Every stage's layer patterns and values, checked against the model before anything trains (a
+    typo in the last stage must not surface after an hour of the first)."""
+    import torch
+
+    from squeezelab.compression import prune, share
+    from squeezelab.models import create_model
+
+    spec = _source_spec(recipe)
+    for name, cfg in recipe.stages:
+        m = spec or {"name": cfg.model.name, "num_classes": cfg.model.num_classes or 10, "options": {}}
+        with torch.device("meta"):
+            model = create_model(m["name"], num_classes=m["num_classes"] or 10,
+                                 **{**m["options"], **dict(cfg.model.options)})
+        where = f"stage {name}: "
+        try:
+            if cfg.prune.enabled and cfg.share.enabled:
+                raise ConfigError("prune and share in one stage: give each its own stage")
+            if cfg.prune.enabled:
+                p = cfg.prune
+                prune.PruneSpec(p.density, p.threshold, p.layers, p.exclude).targets(model)
+            if cfg.share.enabled:
+                share.ShareSpec(cfg.share.bits, cfg.share.layers, cfg.share.exclude, cfg.share.init).targets(model)
+            if cfg.distill.enabled and (cfg.distill.temperature <= 0 or not 0 <= cfg.distill.alpha <= 1):
+                raise ConfigError("distill: temperature must be > 0 and alpha in [0, 1]")
+        except ConfigError as err:
+            raise ConfigError(where + str(err)) from None
+
+
+def _source_spec(recipe: CompressRecipe) -> dict | None:
+    if recipe.weights is None:
+        return None
+    from squeezelab.weights import load_weights
+
+    return load_weights(recipe.weights).model_spec
 
 
 def _claim(out: Path, recipe: CompressRecipe) -> None:

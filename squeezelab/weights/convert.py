@@ -74,7 +74,7 @@ def write_sqz_file(dst: Path, weights: LoadedWeights, recipe=None, *, provenance
     state = dict(weights.state_dict)
     code = CodeConfig()
     if recipe is not None:
-        state = apply_one_shot(weights, recipe)
+        state = apply_one_shot(weights, recipe).state_dict()
         code = recipe.code
     header = sqz_header(weights, {**(provenance or {}),
                                   "recipe": config_to_dict(recipe) if recipe is not None else None})
@@ -84,8 +84,8 @@ def write_sqz_file(dst: Path, weights: LoadedWeights, recipe=None, *, provenance
     return dst
 
 
-def apply_one_shot(weights: LoadedWeights, recipe) -> dict[str, torch.Tensor]:
-    """The recipe's pruning then weight sharing, without retraining -> plain state dict."""
+def apply_one_shot(weights: LoadedWeights, recipe) -> torch.nn.Module:
+    """The model with the recipe's pruning then weight sharing applied, without retraining."""
     from squeezelab.compression import prune, share
 
     model = _model_for(weights, "be pruned or weight-shared")
@@ -94,7 +94,7 @@ def apply_one_shot(weights: LoadedWeights, recipe) -> dict[str, torch.Tensor]:
         prune.prune_(model, prune.PruneSpec(p.density, p.threshold, p.layers, p.exclude))
     if s.enabled:
         share.share_(model, share.ShareSpec(s.bits, s.layers, s.exclude, s.init))
-    return model.state_dict()
+    return model
 
 
 def sqz_header(weights: LoadedWeights, provenance: dict) -> dict:

@@ -356,10 +356,15 @@ def _read_table(table: _Cursor, data: bytes, payload: _Cursor, file_size: int) -
 
 
 def _read_record(table: _Cursor) -> TensorRecord:
+    length = table.varint()
+    if length > 512:
+        raise WeightsError(f"corrupt .sqz table: a tensor name of {length} bytes")
     try:
-        name = table.take(table.varint()).decode("utf-8")
+        name = table.take(length).decode("utf-8")
     except UnicodeDecodeError:
         raise WeightsError("corrupt .sqz table: a tensor name is not UTF-8") from None
+    if not name.isprintable():
+        raise WeightsError(f"corrupt .sqz table: tensor name {name[:40]!r} has control characters")
     dtype_id, stored_id, ndim = table.u8(), table.u8(), table.u8()
     if dtype_id not in DTYPES or ndim > MAX_NDIM or stored_id not in (dtype_id, DTYPE_IDS[torch.float16]):
         raise WeightsError(f"corrupt .sqz table: tensor {name!r} has dtype ids {dtype_id}/{stored_id}, {ndim} dims")
