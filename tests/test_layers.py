@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("models", "data", "compression"),  # pure tensor functions and building blocks
     ("weights",),  # every weights file format (builds models, decodes with compression.code)
     ("engine",),
-    ("jobs",),  # demo, transfer, compress: compositions of the engine
+    ("jobs", "deploy"),  # demo, transfer, compress; export, quantise, bench, predict: compositions of the engine
     ("cli", "__main__"),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

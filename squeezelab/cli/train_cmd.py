@@ -120,10 +120,17 @@ def _options(items: list[str]) -> dict:
 
 
 def _register_bench(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="measure training images/second: our pipeline vs a naive one",
-                              description="Images/second of our training pipeline and of a naive torchvision-style "
-                                          "one on this machine, and their ratio.")
-    p.add_argument("what", choices=["train"], help="what to measure")
+    bench = subparsers.add_parser("bench", help="measure speed: training (ours vs naive) or inference engines",
+                                  description="bench train: images/second of our training pipeline, a naive one and "
+                                              "the network alone. bench infer: batch-1 latency and batch-32 "
+                                              "throughput of torch, torch.compile and ONNX Runtime fp32/int8.")
+    sub = bench.add_subparsers(dest="what", required=True, parser_class=type(bench))
+    from squeezelab.cli.deploy_cmd import register_bench_infer
+
+    register_bench_infer(sub)
+    p = sub.add_parser("train", help="training images/second: our pipeline vs a naive one",
+                       description="Images/second of our training pipeline and of a naive torchvision-style "
+                                   "one on this machine, and their ratio.")
     p.add_argument("--model", default="squeezenet1_1")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-dir")

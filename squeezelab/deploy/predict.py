@@ -1,0 +1,126 @@
+"""``squeezelab predict``: top-k classes of image files, with the weights' own preprocessing.
+
+Through torch (any ``--weights``) or an exported ONNX file (``--onnx``, whose metadata carries the
+preset and class names). Each image is decoded on its own: a file that cannot be read (corrupt, not an
+image, an odd mode, larger than ``MAX_PIXELS``) gets one line on stderr and the others are still
+predicted.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from squeezelab.errors import ConfigError, DataError
+
+MAX_PIXELS = 8192 * 8192  # larger images would take gigabytes to decode: refused, with the reason
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: str
+    top: list[tuple[int, str, float]]  # (class index, name, probability)
+
+
+def image_paths(items: list[str]) -> list[Path]:
+    """Files as given, folders expanded to the image files in them (sorted); a missing path -> DataError."""
+    from squeezelab.data.decode import list_image_files
+
+    out = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out += list_image_files(p)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise DataError(f"image not found: {p}")
+    if not out:
+        raise DataError(f"no image files in {', '.join(items)}")
+    return out
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """uint8 [3, H, W] RGB; unreadable or too large -> DataError (one line)."""
+    from PIL import Image
+
+    from squeezelab.data.decode import decode_bytes, first_line
+
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only: the size before decoding
+            w, h = im.size
+    except Image.DecompressionBombError:
+        raise DataError(f"{path}: larger than the {MAX_PIXELS:,} pixels predict decodes") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: not an image (no image format recognised)") from None
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for damaged headers
+        raise DataError(f"{path}: not a readable image ({first_line(err)})") from None
+    if w * h > MAX_PIXELS:
+        raise DataError(f"{path}: {w}x{h} pixels is larger than the {MAX_PIXELS:,} predict decodes")
+    return decode_bytes(data, str(path))
+
+
+class Predictor:
+    """Weights (torch) or an ONNX file, its preset and class names; ``probabilities(uint8 batch)``."""
+
+    def __init__(self, weights: str | None = None, onnx: str | None = None, classes: list[str] | None = None):
+        from squeezelab.data import get_preset
+
+        if (weights is None) == (onnx is None):
+            raise ConfigError("predict needs --weights or --onnx (one of them)")
+        if weights is not None:
+            from squeezelab.deploy.export import load_model
+
+            self.net, w, preset = load_model(weights)
+            self.run = self._torch
+            names = w.classes
+        else:
+            from squeezelab.deploy.export import onnx_metadata, session
+
+            self.sess = session(onnx)
+            meta = onnx_metadata(onnx)
+            if "preset" not in meta:
+                raise ConfigError(f"{onnx} was not exported by squeezelab (no preset in its metadata)")
+            preset, names = meta["preset"]["name"], meta.get("classes")
+            self.run = self._onnx
+        self.preset = get_preset(preset)
+        self.classes = classes or names
+
+    def _torch(self, x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return self.net(x).float().numpy()
+
+    def _onnx(self, x: torch.Tensor) -> np.ndarray:
+        return self.sess.run(None, {self.sess.get_inputs()[0].name: x.numpy()})[0]
+
+    def prepare(self, image: torch.Tensor) -> torch.Tensor:
+        """One decoded image -> the network's input [1, 3, S, S] (the preset's eval transform)."""
+        policy = self.preset.decode_eval
+        return self.preset.eval(policy.apply(image)[None])
+
+    def top(self, image: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
+        logits = self.run(self.prepare(image))[0].astype(np.float64)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        order = np.argsort(-p)[:k]
+        name = (lambda i: self.classes[i] if self.classes and i < len(self.classes) else str(i))
+        return [(int(i), name(int(i)), float(p[i])) for i in order]
+
+
+def read_class_names(path: str) -> list[str]:
+    """A class list: one class per line in output order; ImageNet's synset_words.txt works as is
+    (``n01440764 tench, Tinca tinca``: the words after the id are the name)."""
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the class names ({type(err).__name__})") from None
+    return [line.split(maxsplit=1)[1] if len(line.split(maxsplit=1)) == 2 and line[:1] == "n" and
+            line.split()[0][1:].isdigit() else line for line in lines]
