@@ -302,7 +302,7 @@ def read_sqz(data: bytes, *, decode: bool = True) -> SqzFile:
     table_len = struct.unpack("<I", cur.take(4))[0]
     table = _Cursor(data, cur.pos, cur.pos + table_len, "tensor table")
     cur.take(table_len)
-    records = _read_table(table, data, cur, len(data))
+    records = _read_table(table, cur, len(data))
     if cur.pos != cur.end:
         raise WeightsError(f"corrupt .sqz file: {cur.end - cur.pos} bytes after the last stream")
     sqz = SqzFile(header, records)
@@ -333,13 +333,13 @@ def _read_header(cur: _Cursor) -> dict:
     return header
 
 
-def _read_table(table: _Cursor, data: bytes, payload: _Cursor, file_size: int) -> list[TensorRecord]:
+def _read_table(table: _Cursor, payload: _Cursor, file_size: int) -> list[TensorRecord]:
     count = table.varint()
     if count > MAX_TENSORS:
         raise WeightsError(f"corrupt .sqz table: claims {count} tensors")
     records, names, total_bytes = [], set(), 0
     for _ in range(count):
-        rec = _read_record(table)
+        rec, book_size = _read_record(table)
         if rec.name in names:
             raise WeightsError(f"corrupt .sqz table: tensor {rec.name} appears twice")
         names.add(rec.name)
@@ -348,14 +348,15 @@ def _read_table(table: _Cursor, data: bytes, payload: _Cursor, file_size: int) -
         if total_bytes > MAX_EXPANSION * file_size:
             raise WeightsError(f"corrupt .sqz table: its tensors would take {total_bytes:,} bytes, more than "
                                f"{MAX_EXPANSION}x the file's {file_size:,}")
-        _read_streams(rec, table, payload, itemsize, DTYPES[DTYPE_IDS[rec.store_dtype]][1].itemsize)
+        _read_streams(rec, book_size, table, payload, itemsize, DTYPES[DTYPE_IDS[rec.store_dtype]][1].itemsize)
         records.append(rec)
     if table.pos != table.end:
         raise WeightsError("corrupt .sqz table: bytes left after the last tensor")
     return records
 
 
-def _read_record(table: _Cursor) -> TensorRecord:
+def _read_record(table: _Cursor) -> tuple[TensorRecord, int]:
+    """One tensor's table entry -> (record without its streams, codebook size)."""
     length = table.varint()
     if length > 512:
         raise WeightsError(f"corrupt .sqz table: a tensor name of {length} bytes")
@@ -382,14 +383,14 @@ def _read_record(table: _Cursor) -> TensorRecord:
             raise WeightsError(f"corrupt .sqz table: tensor {name} claims {rec.entries} of {rec.numel} entries")
     else:
         rec.entries = rec.numel
-    rec._book_size = table.varint()  # type: ignore[attr-defined]
-    if rec._book_size > min(CODEBOOK_MAX, max(1, rec.numel)):  # type: ignore[attr-defined]
-        raise WeightsError(f"corrupt .sqz table: tensor {name} claims a codebook of {rec._book_size} entries")
-    return rec
+    book_size = table.varint()
+    if book_size > min(CODEBOOK_MAX, max(1, rec.numel)):
+        raise WeightsError(f"corrupt .sqz table: tensor {name} claims a codebook of {book_size} entries")
+    return rec, book_size
 
 
-def _read_streams(rec: TensorRecord, table: _Cursor, payload: _Cursor, itemsize: int, raw_itemsize: int) -> None:
-    book_size = rec.__dict__.pop("_book_size")
+def _read_streams(rec: TensorRecord, book_size: int, table: _Cursor, payload: _Cursor, itemsize: int,
+                  raw_itemsize: int) -> None:
     if book_size:
         book_dtype = DTYPES[DTYPE_IDS[rec.dtype]][1]
         rec.codebook = np.frombuffer(payload.take(book_size * itemsize), book_dtype).copy()
