@@ -125,7 +125,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip: float | None = None  # max global grad norm; None: off
     max_steps: int | None = None  # stop after this many optimizer steps in total (tests, smoke runs)
-    threads: int | None = None  # torch CPU threads; None: leave torch's default
+    threads: int | None = None  # torch CPU threads; None: the cores idle when the run starts (runtime.choose_threads)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -170,6 +170,10 @@ class ShareConfig:
     layers: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     init: Literal["linear", "density", "random"] = "linear"  # Han et al.: linear is best
+    # "fisher": k-means weighted by each weight's diagonal Fisher information, estimated on
+    # importance_images training images (Choi et al. 2017); "none": plain k-means (Han et al.)
+    importance: Literal["none", "fisher"] = "none"
+    importance_images: int = 256
 
     @property
     def enabled(self) -> bool:

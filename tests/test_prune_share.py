@@ -115,6 +115,24 @@ def test_kmeans_is_at_least_as_good_as_scikit_learn(init):
     assert torch.equal(c, torch.sort(c).values) and codes.max() < c.numel()
 
 
+def test_importance_weighted_kmeans_moves_centroids_to_important_weights():
+    values = torch.tensor([0.0, 1.0, 10.0, 11.0])
+    c, codes = share.kmeans_1d(values, 2)
+    assert c.tolist() == pytest.approx([0.5, 10.5])
+    c, codes = share.kmeans_1d(values, 2, importance=torch.tensor([1.0, 3.0, 1.0, 1.0]))
+    assert c.tolist() == pytest.approx([0.75, 10.5]) and codes.tolist() == [0, 0, 1, 1]
+
+
+def test_fisher_weighted_sharing_in_a_run(tmp_path):
+    recipe = digits_recipe(tmp_path, epochs=1)
+    dense = fit(load_config(recipe), progress=False)
+    cfg = load_config(recipe, [f"model.weights={dense}/last.safetensors", "share.bits=3", "share.importance=fisher",
+                               "share.importance_images=16", "train.epochs=0"])
+    run = fit(cfg, progress=False)
+    w = read_checkpoint(run / "last.safetensors").model_state["fire3.expand3x3.weight"]
+    assert 1 < torch.unique(w).numel() <= 8
+
+
 def test_sharing_keeps_pruned_zeros_exact_and_uses_2_to_the_bits_codes():
     torch.manual_seed(0)
     w = torch.randn(64, 32, 3, 3)

@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "8x8 digits and print test accuracy, parameters and fp32 size side by side.")
     p.add_argument("--epochs", type=int, default=None, help="epochs for every model (default: 10 SqueezeNet, 3 AlexNet)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--runs-dir", default="runs", help="where the two run folders go (default runs/)")
+    p.add_argument("--runs-dir", default="runs", help="where the run folders go (default runs/)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: the cores idle when each run starts)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.set_defaults(func=_demo)
 
@@ -22,7 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from squeezelab.jobs.demo import format_table, run_demo
 
-    rows = run_demo(epochs=args.epochs, seed=args.seed, runs_dir=args.runs_dir,
+    from squeezelab.errors import ConfigError
+
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    rows = run_demo(epochs=args.epochs, seed=args.seed, runs_dir=args.runs_dir, threads=args.threads,
                     progress=not args.json and sys.stderr.isatty())
     print(json.dumps([asdict(r) for r in rows], indent=2) if args.json else format_table(rows))
     return 0

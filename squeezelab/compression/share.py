@@ -32,12 +32,16 @@ MAX_BITS = 16
 
 
 def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 1000,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              generator: torch.Generator | None = None,
+              importance: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D k-means -> (centroids float32 [<= k], sorted ascending; codes int64 like ``values``).
 
     With no more distinct values than k the centroids are exactly the distinct values (lossless:
-    an already-shared layer is kept as it is). Empty clusters keep their centroid and are dropped
-    at the end, so every returned centroid is used."""
+    an already-shared layer is kept as it is). Empty clusters are moved into the worst ones and any
+    still empty at the end are dropped, so every returned centroid is used. ``importance`` (>= 0, like
+    ``values``) weights each value's squared error: Hessian/Fisher-weighted k-means (Choi et al. 2017,
+    "Towards the limit of network quantization"); the assignment stays nearest-centroid, each
+    centroid becomes the importance-weighted mean of its cluster."""
     if init not in INITS:
         raise ConfigError(f"unknown k-means init {init!r}; valid: {', '.join(INITS)}")
     if k < 1:
@@ -49,7 +53,11 @@ def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 1
     if distinct.numel() <= k:
         return distinct, inverse.view(values.shape)
     sorted_vals, order = torch.sort(flat)
-    prefix = torch.cat([sorted_vals.new_zeros(1, dtype=torch.float64), torch.cumsum(sorted_vals.double(), 0)])
+    weight = torch.ones_like(sorted_vals, dtype=torch.float64) if importance is None else \
+        importance.detach().flatten().double()[order].clamp(min=0) + 1e-12  # (no cluster of weight 0)
+    zero = torch.zeros(1, dtype=torch.float64, device=flat.device)
+    prefix_w = torch.cat([zero, torch.cumsum(weight, 0)])
+    prefix_wx = torch.cat([zero, torch.cumsum(weight * sorted_vals.double(), 0)])
     centroids = _init_centroids(sorted_vals, distinct, k, init, generator).double()
     n = sorted_vals.numel()
     bounds = None
@@ -59,8 +67,9 @@ def kmeans_1d(values: torch.Tensor, k: int, init: str = "linear", iters: int = 1
             break
         bounds = new_bounds
         counts = bounds[1:] - bounds[:-1]
-        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
-        centroids = torch.where(counts > 0, sums / counts.clamp(min=1), centroids)
+        mass = prefix_w[bounds[1:]] - prefix_w[bounds[:-1]]
+        sums = prefix_wx[bounds[1:]] - prefix_wx[bounds[:-1]]
+        centroids = torch.where(counts > 0, sums / mass.clamp(min=1e-300), centroids)
         if bool((counts == 0).any()):
             centroids = _relocate_empty(sorted_vals, bounds, counts, centroids)
     counts = bounds[1:] - bounds[:-1]
@@ -115,8 +124,9 @@ class Shared:
 
 
 def share_tensor(weight: torch.Tensor, bits: int, init: str = "linear",
-                 generator: torch.Generator | None = None) -> Shared:
-    """k-means of the non-zero weights into 2^bits codes (one of them the exact zero when some are 0)."""
+                 generator: torch.Generator | None = None, importance: torch.Tensor | None = None) -> Shared:
+    """k-means of the non-zero weights into 2^bits codes (one of them the exact zero when some are 0);
+    ``importance``: per-weight weights of the squared error (see kmeans_1d)."""
     if not 1 <= bits <= MAX_BITS:
         raise ConfigError(f"share.bits must be in [1, {MAX_BITS}], got {bits}")
     w = weight.detach().float()
@@ -125,7 +135,8 @@ def share_tensor(weight: torch.Tensor, bits: int, init: str = "linear",
     k = (1 << bits) - (1 if zero else 0)
     if k < 1:
         raise ConfigError("1-bit sharing of a pruned layer leaves no code for its non-zero weights")
-    centroids, cluster = kmeans_1d(w[nonzero], k, init, generator=generator)
+    centroids, cluster = kmeans_1d(w[nonzero], k, init, generator=generator,
+                                   importance=None if importance is None else importance[nonzero])
     codes = torch.zeros(w.shape, dtype=torch.int64, device=w.device)
     codes[nonzero] = cluster + (1 if zero else 0)
     codebook = torch.cat([centroids.new_zeros(1), centroids]) if zero else centroids
@@ -174,16 +185,19 @@ class SharedWeight(nn.Module):
 
 
 def share_(model: nn.Module, spec: ShareSpec, *, trainable: bool = False,
-           shared: Mapping[str, Shared] | None = None) -> dict[str, Shared]:
+           shared: Mapping[str, Shared] | None = None,
+           importance: Mapping[str, torch.Tensor] | None = None) -> dict[str, Shared]:
     """Quantise the layers ``spec`` selects in place. ``trainable``: register the codebook
     parametrization (the optimizer must be built afterwards). ``shared``: use these codebooks and
-    codes (e.g. from a checkpoint) instead of running k-means."""
+    codes (e.g. from a checkpoint) instead of running k-means. ``importance``: {layer: per-weight
+    importance} for weighted k-means (e.g. the diagonal Fisher information)."""
     modules = dict(model.named_modules())
     generator = torch.Generator().manual_seed(spec.seed)
     out = {}
     for name, bits in spec.targets(model).items():
         module = modules[name]
-        s = shared[name] if shared is not None else share_tensor(module.weight, bits, spec.init, generator)
+        s = shared[name] if shared is not None else share_tensor(
+            module.weight, bits, spec.init, generator, None if importance is None else importance.get(name))
         with torch.no_grad():
             module.weight.copy_(s.dense().to(module.weight.dtype))
         if trainable:

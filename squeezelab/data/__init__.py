@@ -11,7 +11,7 @@ Public API (what the engine, CLI and pretrained code use)::
         logits = model(preset.train(x, generator=g))  # batched augmentation on the GPU
 
 Datasets: cifar10, cifar100, tiny-imagenet, imagefolder, image-list, digits (see each module).
-Presets: report000, report001, report003, report004, caffe, caffe_tiny, small, tinyimagenet64, digits
+Presets: report000, report001, report003, report004, caffe, small, tinyimagenet64, digits
 (see ``transforms``). Decoded image folders are cached under $SQUEEZELAB_CACHE or ~/.cache/squeezelab.
 """
 

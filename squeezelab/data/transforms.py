@@ -13,8 +13,6 @@ Presets (input = the side the network sees; train / eval; normalisation):
 - report004 (224): resize shorter side 256 + centre crop 224 / same; ImageNet mean/std
 - caffe (227): warp to 256x256 + random 227 crop + mirror / 227x227 as is, else 256x256 + centre crop
   227; BGR, 0..255 minus B 104 G 117 R 123, no scaling (SqueezeNet v1.0's deploy.prototxt)
-- caffe_tiny (227): caffe for 64-px images kept at 64 in memory (Tiny ImageNet's ImageNet images, to
-  retrain the authors' weights): warped to 256 per batch, then as caffe
 - small (32): reflect-pad-4 random crop + h-flip (airbench) / resize to 32 if needed; CIFAR-10 mean/std
 - tinyimagenet64 (64): reflect-pad-4 random crop + h-flip / native 64; Tiny ImageNet mean/std
 - digits (32): upsample 8->32 + zero-pad-2 random crop, no flip (digits are not mirror-symmetric) /
@@ -302,15 +300,6 @@ _add(Preset(
     channel_order="BGR", pixel_max=255.0,
     decode_train=DecodePolicy(size=256, square=True, crop=256),
     decode_eval=DecodePolicy(size=256, square=True, crop=227, keep=227),
-))
-_add(Preset(
-    "caffe_tiny", 227, CAFFE_MEAN_BGR, (1.0, 1.0, 1.0),
-    "the Caffe preprocessing for 64-px images (Tiny ImageNet): stored at 64, warped to 256 + random 227 crop "
-    "+ mirror / warped to 256 + centre 227",
-    _train=lambda x, g: random_crop(_square(x, 256), 227, 0, g, flip_p=0.5),
-    _eval=_caffe_eval,
-    channel_order="BGR", pixel_max=255.0,
-    decode_train=_shorter_then_crop(64), decode_eval=_shorter_then_crop(64),
 ))
 _add(Preset(
     "small", 32, CIFAR10_MEAN, CIFAR10_STD, "modern small-image training (airbench): reflect pad-4 crop + flip",

@@ -113,22 +113,39 @@ def _metadata(w, preset, net) -> dict[str, str]:
 def _export(net: nn.Module, example: torch.Tensor, out: Path, metadata: dict[str, str]) -> None:
     import onnx
 
-    batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            program = torch.onnx.export(net, (example,), dynamo=True, verbose=False, opset_version=OPSET,
-                                        input_names=["input"], output_names=["logits"],
-                                        dynamic_shapes={"x": {0: batch}}, external_data=False)
+            proto = _exported_proto(net, example)
         except Exception as err:  # noqa: BLE001 - the exporter raises many types for unsupported graphs
             reason = " ".join(str(err).split())[:200]
             raise ConfigError(f"{net.model_spec['name']} cannot be exported to ONNX: {type(err).__name__}: "
                               f"{reason}") from None
-    proto = program.model_proto
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     _save_atomic(onnx.save_model, proto, out)
+
+
+def _exported_proto(net: nn.Module, example: torch.Tensor):
+    """torch's dynamo-based exporter (needs onnxscript); where onnxscript is missing, the
+    TorchScript-based one, which exports these CNNs the same way."""
+    import io
+
+    import onnx
+
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError:
+        buf = io.BytesIO()
+        torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=17, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        return onnx.load_from_string(buf.getvalue())
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(net, (example,), dynamo=True, verbose=False, opset_version=OPSET,
+                                input_names=["input"], output_names=["logits"], dynamic_shapes={"x": {0: batch}},
+                                external_data=False)
+    return program.model_proto
 
 
 def _save_atomic(save, proto, out: Path) -> None:

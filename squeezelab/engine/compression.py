@@ -61,9 +61,10 @@ class TrainingCompression:
 
 
 def setup(cfg: RunConfig, model: nn.Module, *, steps_per_epoch: int, total_steps: int,
-          resume: tuple[dict, dict] | None = None) -> TrainingCompression:
+          resume: tuple[dict, dict] | None = None, data=None) -> TrainingCompression:
     """Apply the config's compression to ``model`` (before its optimizer is built). ``resume``:
-    (checkpoint meta ``compression``, extra tensors) of the run being continued."""
+    (checkpoint meta ``compression``, extra tensors) of the run being continued. ``data``:
+    (training ImageSet, preset), for share.importance "fisher"."""
     if cfg.prune.enabled and cfg.share.enabled:
         raise ConfigError("prune and share in one run: prune first, then share in a second run "
                           "(squeezelab compress runs them as stages)")
@@ -76,8 +77,41 @@ def setup(cfg: RunConfig, model: nn.Module, *, steps_per_epoch: int, total_steps
     if cfg.share.enabled:
         spec = share.ShareSpec(cfg.share.bits, cfg.share.layers, cfg.share.exclude, cfg.share.init, cfg.train.seed)
         restored = _restored_shared(meta.get("share"), tensors) if "share" in meta else None
-        out.shared = share.share_(model, spec, trainable=True, shared=restored)
+        importance = None
+        if restored is None and cfg.share.importance == "fisher":
+            importance = fisher_diagonal(model, data, cfg.share.importance_images, cfg.train.seed,
+                                         list(spec.targets(model)))
+        out.shared = share.share_(model, spec, trainable=True, shared=restored, importance=importance)
     return out
+
+
+def fisher_diagonal(model: nn.Module, data, images: int, seed: int, layers: list[str]) -> dict[str, torch.Tensor]:
+    """Diagonal of the Fisher information of each layer's weight: the mean over ``images`` training
+    images (one at a time, the preset's eval transform) of the squared gradient of the log-likelihood
+    of a label drawn from the model's own prediction (the true Fisher, no labels needed)."""
+    if data is None:
+        raise ConfigError("share.importance fisher needs training images (a run with data)")
+    dataset, preset = data
+    if images < 1:
+        raise ConfigError(f"share.importance_images must be >= 1, got {images}")
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(dataset), generator=g)[:images]
+    modules = dict(model.named_modules())
+    sums = {name: torch.zeros_like(modules[name].weight) for name in layers}
+    was_training = model.training
+    model.eval()
+    for i in pick.tolist():
+        x = preset.eval(dataset[i][0][None].to(device))
+        logits = model(x)
+        y = torch.multinomial(logits.detach().float().softmax(1).cpu(), 1, generator=g).to(device)[:, 0]
+        model.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(logits.float(), y).backward()
+        for name in layers:
+            sums[name] += modules[name].weight.grad.detach() ** 2
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {name: s / len(pick) for name, s in sums.items()}
 
 
 def _pruner(cfg: RunConfig, model: nn.Module, steps_per_epoch: int, total_steps: int) -> prune.Pruner:

@@ -42,8 +42,8 @@ class Run:
         self.info = runtime.dist_info_from_env()
         self.device = runtime.choose_device(cfg.train.device, self.info.local_rank)
         runtime.init_distributed(self.info, self.device)
-        if cfg.train.threads:  # fit() restores the caller's thread count afterwards
-            torch.set_num_threads(cfg.train.threads)
+        if self.device.type == "cpu":  # fit() restores the caller's thread count afterwards
+            torch.set_num_threads(runtime.choose_threads(cfg.train.threads))
         self.progress = progress and self.info.is_main
         amp_dtype = runtime.resolve_amp(cfg.train.amp, self.device)
         scaler = torch.amp.GradScaler(self.device.type) if runtime.needs_grad_scaler(amp_dtype) else None
@@ -135,7 +135,7 @@ class Run:
         total = cfg.train.epochs * self.steps_per_epoch
         state = None if resumed is None else (resumed.meta.get("compression") or {}, resumed.extra)
         self.compression = compression.setup(cfg, model, steps_per_epoch=self.steps_per_epoch, total_steps=total,
-                                             resume=state)
+                                             resume=state, data=(self.train_set, self.preset))
         if self.opts.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = self.raw_model = model

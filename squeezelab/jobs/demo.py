@@ -66,7 +66,8 @@ DEMO_COMPRESSION = {
 }
 
 
-def demo_config(model: str, options: dict, *, epochs: int, seed: int, runs_dir: str) -> dict:
+def demo_config(model: str, options: dict, *, epochs: int, seed: int, runs_dir: str,
+                threads: int | None = None) -> dict:
     """The shared recipe: Adam 2e-3, 1 warm-up epoch then linear decay to 0, batch 32, on the CPU with
     train.amp auto (bf16 on CPUs with native bf16, fp32 elsewhere: see runtime.resolve_amp)."""
     return {
@@ -74,12 +75,12 @@ def demo_config(model: str, options: dict, *, epochs: int, seed: int, runs_dir: 
         "data": {"dataset": "digits", "batch_size": 32},
         "optim": {"name": "adam", "lr": 2e-3, "weight_decay": 0.0},
         "schedule": {"name": "onecycle", "warmup_epochs": 1},
-        "train": {"epochs": epochs, "seed": seed, "device": "cpu"},
+        "train": {"epochs": epochs, "seed": seed, "device": "cpu", "threads": threads},
         "output": {"runs_dir": runs_dir},
     }
 
 
-def run_demo(*, epochs: int | None = None, seed: int = 0, runs_dir: str = "runs",
+def run_demo(*, epochs: int | None = None, seed: int = 0, runs_dir: str = "runs", threads: int | None = None,
              progress: bool = True) -> list[DemoRow]:
     """Train each of DEMO_MODELS on digits with the same recipe (``epochs`` overrides the table's
     per-model epochs); one DemoRow per model."""
@@ -91,25 +92,27 @@ def run_demo(*, epochs: int | None = None, seed: int = 0, runs_dir: str = "runs"
     for label, model, options, default_epochs in DEMO_MODELS:
         start = time.perf_counter()
         n_epochs = epochs or default_epochs
-        cfg = config_from_dict(demo_config(model, options, epochs=n_epochs, seed=seed, runs_dir=runs_dir))
+        cfg = config_from_dict(demo_config(model, options, epochs=n_epochs, seed=seed, runs_dir=runs_dir,
+                                           threads=threads))
         run_dir = fit(cfg, progress=progress)
         final = json.loads((Path(run_dir) / "summary.json").read_text())["final"]
         net = create_model(model, num_classes=10, **options)
         rows.append(DemoRow(label, model, final["top1"], final["top5"], n_epochs, count_params(net), size_bytes(net),
                             time.perf_counter() - start, str(run_dir)))
-    label, model, options, _ = DEMO_MODELS[0]
-    rows.insert(1, compress_demo(rows[0], options, epochs=epochs, seed=seed, runs_dir=runs_dir, progress=progress))
+    options = DEMO_MODELS[0][2]
+    rows.insert(1, compress_demo(rows[0], options, epochs=epochs, seed=seed, runs_dir=runs_dir, threads=threads,
+                                 progress=progress))
     return rows
 
 
 def compress_demo(trained: DemoRow, options: dict, *, epochs: int | None, seed: int, runs_dir: str,
-                  progress: bool) -> DemoRow:
+                  threads: int | None, progress: bool) -> DemoRow:
     """DEMO_COMPRESSION applied to the trained SqueezeNet's run; -> the .sqz row of the table."""
     from squeezelab.config import compress_recipe_from_dict
     from squeezelab.jobs.compress import compress
 
     start = time.perf_counter()
-    base = demo_config(trained.model, options, epochs=1, seed=seed, runs_dir=runs_dir)
+    base = demo_config(trained.model, options, epochs=1, seed=seed, runs_dir=runs_dir, threads=threads)
     base.pop("output")
     raw = {**base, **DEMO_COMPRESSION, "weights": str(Path(trained.run_dir) / "last.safetensors")}
     sets = [f"stages.{i}.train.epochs={epochs}" for i in range(len(raw["stages"]))] if epochs else []
