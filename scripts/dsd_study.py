@@ -6,7 +6,8 @@
 For every seed: the recipe as it is ("plain"), and the recipe with DSD's schedule ("dsd"): dense for
 the first third, pruned to ``--density`` and trained sparse for the second third, then the masks are
 dropped and it trains dense again for the last third (at ``--release-lr-factor`` x the schedule's lr).
-Both report the test top-1 of their LAST epoch (nothing is selected on the test set). Then mean,
+Both report the test top-1 of their LAST epoch (nothing is selected on the test set; the recipe's
+held-out validation top-1 is kept beside it). Then mean,
 standard deviation and 95% t-interval per variant, and the paired t-test over seeds (scipy.stats).
 Each run is an ordinary run folder under DIR; rerunning skips finished runs.
 """
@@ -29,8 +30,13 @@ def run_one(recipe: str, sets: list[str], run_dir: Path) -> dict:
         cfg = load_config(run_dir / "config.yaml" if resume else recipe, [] if resume else
                           [*sets, f"output.run_dir={run_dir}"])
         fit(cfg, resume=resume, progress=False)
+    from squeezelab.engine.evaluation import evaluate_weights
+
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"top1": summary["final"]["top1"], "top5": summary["final"]["top5"], "run": str(run_dir)}
+    cfg = load_config(run_dir / "config.yaml")
+    test = evaluate_weights(str(run_dir / "last.safetensors"), cfg.data.dataset, data_dir=cfg.data.data_dir,
+                            split="test")  # the last epoch's weights: nothing is selected on the test set
+    return {"val_top1": summary["final"]["top1"], "top1": test["top1"], "top5": test["top5"], "run": str(run_dir)}
 
 
 def stats(values: list[float]) -> dict:
@@ -68,7 +74,7 @@ def main() -> int:
         plain = run_one(args.recipe, common, out / f"plain-seed{seed}")
         sparse = run_one(args.recipe, common + dsd, out / f"dsd-seed{seed}")
         rows.append({"seed": seed, "plain": plain, "dsd": sparse})
-        print(f"seed {seed}: plain {100 * plain['top1']:.2f}%  dsd {100 * sparse['top1']:.2f}%", flush=True)
+        print(f"seed {seed}: test top-1 plain {100 * plain['top1']:.2f}%  dsd {100 * sparse['top1']:.2f}%", flush=True)
     plain_top1 = [r["plain"]["top1"] for r in rows]
     dsd_top1 = [r["dsd"]["top1"] for r in rows]
     test = st.ttest_rel(dsd_top1, plain_top1) if len(rows) > 1 else None

@@ -171,9 +171,13 @@ class ShareConfig:
     exclude: tuple[str, ...] = ()
     init: Literal["linear", "density", "random"] = "linear"  # Han et al.: linear is best
     # "fisher": k-means weighted by each weight's diagonal Fisher information, estimated on
-    # importance_images training images (Choi et al. 2017); "none": plain k-means (Han et al.)
+    # calibration_images training images (Choi et al. 2017); "none": plain k-means (Han et al.)
     importance: Literal["none", "fisher"] = "none"
-    importance_images: int = 256
+    # Empirical bias correction (Nagel et al. 2019): after sharing, each layer's bias absorbs the mean
+    # shift of its outputs that the shared weights cause, measured on calibration_images training images
+    # layer by layer (layers without a bias are left as they are).
+    correct_bias: bool = False
+    calibration_images: int = 256
 
     @property
     def enabled(self) -> bool:

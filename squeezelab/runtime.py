@@ -27,10 +27,22 @@ from squeezelab.errors import ConfigError
 # --------------------------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(fd: int) -> None:
+    """Give a temp file the mode a plain open() would (mkstemp makes it 0600: unreadable to others)."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        publish_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

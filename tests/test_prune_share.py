@@ -127,10 +127,31 @@ def test_fisher_weighted_sharing_in_a_run(tmp_path):
     recipe = digits_recipe(tmp_path, epochs=1)
     dense = fit(load_config(recipe), progress=False)
     cfg = load_config(recipe, [f"model.weights={dense}/last.safetensors", "share.bits=3", "share.importance=fisher",
-                               "share.importance_images=16", "train.epochs=0"])
+                               "share.calibration_images=16", "train.epochs=0"])
     run = fit(cfg, progress=False)
     w = read_checkpoint(run / "last.safetensors").model_state["fire3.expand3x3.weight"]
     assert 1 < torch.unique(w).numel() <= 8
+
+
+def test_bias_correction_restores_each_layers_output_mean():
+    from squeezelab.data import load_dataset, get_preset
+    from squeezelab.engine.compression import correct_bias_
+
+    torch.manual_seed(0)
+    net = create_model("squeezenet1_0", num_classes=10, base_e=32, incr_e=32).eval()
+    digits = load_dataset("digits", None, "train")
+    data = (digits.subset(torch.arange(64), "train"), get_preset("digits"))  # all 64 are the calibration set
+    x = get_preset("digits").eval(data[0].images)
+    with torch.no_grad():
+        want = net.conv1(x).mean(dim=(0, 2, 3))
+    reference = {"conv1": net.conv1.weight.detach().clone()}
+    share.share_(net, share.ShareSpec(bits={"conv1": 1}))
+    with torch.no_grad():
+        before = (net.conv1(x).mean(dim=(0, 2, 3)) - want).abs().max()
+    correct_bias_(net, reference, data, 64, seed=0)
+    with torch.no_grad():
+        after = (net.conv1(x).mean(dim=(0, 2, 3)) - want).abs().max()
+    assert before > 0.05 and after < 1e-5  # the first layer sees the same images, so its mean is exact
 
 
 def test_sharing_keeps_pruned_zeros_exact_and_uses_2_to_the_bits_codes():

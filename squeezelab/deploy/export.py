@@ -149,7 +149,10 @@ def _exported_proto(net: nn.Module, example: torch.Tensor):
 
 
 def _save_atomic(save, proto, out: Path) -> None:
+    from squeezelab.runtime import publish_mode
+
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    publish_mode(fd)
     os.close(fd)
     try:
         save(proto, tmp)

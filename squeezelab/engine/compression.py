@@ -77,12 +77,57 @@ def setup(cfg: RunConfig, model: nn.Module, *, steps_per_epoch: int, total_steps
     if cfg.share.enabled:
         spec = share.ShareSpec(cfg.share.bits, cfg.share.layers, cfg.share.exclude, cfg.share.init, cfg.train.seed)
         restored = _restored_shared(meta.get("share"), tensors) if "share" in meta else None
-        importance = None
+        importance, reference = None, None
         if restored is None and cfg.share.importance == "fisher":
-            importance = fisher_diagonal(model, data, cfg.share.importance_images, cfg.train.seed,
+            importance = fisher_diagonal(model, data, cfg.share.calibration_images, cfg.train.seed,
                                          list(spec.targets(model)))
+        if restored is None and cfg.share.correct_bias:
+            reference = {n: m.weight.detach().clone() for n, m in model.named_modules() if n in spec.targets(model)}
         out.shared = share.share_(model, spec, trainable=True, shared=restored, importance=importance)
+        if reference is not None:
+            correct_bias_(model, reference, data, cfg.share.calibration_images, cfg.train.seed)
     return out
+
+
+def _calibration(data, images: int, seed: int, device) -> list[torch.Tensor]:
+    """``images`` training images (a seeded choice), preprocessed by the preset's eval transform, in batches."""
+    if data is None:
+        raise ConfigError("share.importance / share.correct_bias need training images (a run with data)")
+    dataset, preset = data
+    if images < 1:
+        raise ConfigError(f"share.calibration_images must be >= 1, got {images}")
+    pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:images]
+    batch = torch.stack([dataset[i][0] for i in pick.tolist()])
+    return [preset.eval(batch[i:i + 32].to(device)) for i in range(0, len(batch), 32)]
+
+
+@torch.no_grad()
+def correct_bias_(model: nn.Module, reference: dict[str, torch.Tensor], data, images: int, seed: int) -> None:
+    """Empirical bias correction (Nagel et al. 2019, "Data-free quantization", section 4.2): layer by
+    layer in network order, feed the calibration images through the (already corrected) shared model,
+    and add to the layer's bias the mean over images and positions of (original weight - shared weight)
+    applied to that layer's input, so the layer's outputs keep their mean."""
+    device = next(model.parameters()).device
+    batches = _calibration(data, images, seed, device)
+    modules = dict(model.named_modules())
+    was_training = model.training
+    model.eval()
+    for name, original in reference.items():
+        layer = modules[name]
+        if getattr(layer, "bias", None) is None or not isinstance(layer, nn.Conv2d):
+            continue
+        inputs: list[torch.Tensor] = []
+        handle = layer.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+        shift = torch.zeros_like(layer.bias)
+        for x in batches:
+            inputs.clear()
+            model(x)
+            diff = nn.functional.conv2d(inputs[0], original - layer.weight, None, layer.stride, layer.padding,
+                                        layer.dilation, layer.groups)
+            shift += diff.mean(dim=(0, 2, 3)) * len(x)
+        handle.remove()
+        layer.bias += shift / sum(len(x) for x in batches)
+    model.train(was_training)
 
 
 def fisher_diagonal(model: nn.Module, data, images: int, seed: int, layers: list[str]) -> dict[str, torch.Tensor]:
@@ -93,7 +138,7 @@ def fisher_diagonal(model: nn.Module, data, images: int, seed: int, layers: list
         raise ConfigError("share.importance fisher needs training images (a run with data)")
     dataset, preset = data
     if images < 1:
-        raise ConfigError(f"share.importance_images must be >= 1, got {images}")
+        raise ConfigError(f"share.calibration_images must be >= 1, got {images}")
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(dataset), generator=g)[:images]

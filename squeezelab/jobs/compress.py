@@ -117,7 +117,7 @@ def _stage_config(cfg: RunConfig, current: str | None, source: str | None, stage
 
 def _run_stage(cfg: RunConfig, stage_dir: Path, select: str, progress: bool) -> Path:
     """Train the stage (or continue it); -> the checkpoint the next stage starts from."""
-    if cfg.train.epochs == 0 and cfg.share.importance == "none":  # nothing needs the data
+    if cfg.train.epochs == 0 and cfg.share.importance == "none" and not cfg.share.correct_bias:  # no data needed
         return _one_shot_stage(cfg, stage_dir)
     from squeezelab.engine import fit
 

@@ -127,10 +127,15 @@ def save_checkpoint(
         optim_tensors, meta["optim"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update(optim_tensors)
     tensors.update({f"extra.{k}": _cpu(v) for k, v in (extra_tensors or {}).items()})
+    from squeezelab.runtime import publish_mode
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    publish_mode(fd)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
+        with open(tmp, "rb") as f:  # on disk before it replaces the old checkpoint
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
