@@ -177,5 +177,6 @@ def test_int8_authors_squeezenet_within_two_images_of_fp32(tmp_path, capsys, sha
                  "--calib-data-dir", str(shared_data / "tiny-imagenet-200"), "--check-dataset", "image-list",
                  "--check-data-dir", str(shared_data / "imagenet-val-300"), "--json"]) == 0
     check = json.loads(capsys.readouterr().out)["check"]
-    assert check["onnx-fp32"]["correct"] == 215
+    assert check["onnx-fp32"]["correct"] == check["torch"]["correct"] == 215
+    assert check["onnx-fp32"]["agreement"] == 1.0  # the same top-1 as torch on every image
     assert abs(check["onnx-int8"]["correct"] - 215) <= 2

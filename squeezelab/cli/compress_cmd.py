@@ -102,6 +102,9 @@ def _register_sensitivity(sub) -> None:
     p.add_argument("--layers", nargs="+", default=["*"], help="globs over layer names (fire*.expand3x3)")
     p.add_argument("--exclude", nargs="+", default=[])
     p.add_argument("--limit", type=int, help="use only this many images (a seeded subset)")
+    p.add_argument("--val-fraction", type=float, default=0.0,
+                   help="with --split val: hold out this fraction of train, as the weights' run did (e.g. 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (as the weights' run: its train.seed)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--out", default="sensitivity", help="folder for sensitivity.json/.md/.png")
@@ -124,7 +127,7 @@ def _sensitivity(args) -> int:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     result = sensitivity(args.weights, args.dataset, data_dir=args.data_dir, split=args.split, densities=densities,
                          layers=args.layers, exclude=args.exclude, limit=args.limit, batch_size=args.batch_size,
-                         device=args.device, progress=not args.json)
+                         device=args.device, progress=not args.json, val_fraction=args.val_fraction, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runtime.atomic_write_json(out / "sensitivity.json", result)

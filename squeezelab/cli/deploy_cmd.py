@@ -51,7 +51,7 @@ def _export(args) -> int:
     if args.check_dataset:
         result["check"] = _check(args, e.path, int8)
         lines += [f"{k}: top-1 {100 * v['top1']:.2f}% ({v.get('correct', '')}/{v['n']})" +
-                  (f", same top-1 as ONNX fp32 on {100 * v['agreement']:.1f}% of the images" if "agreement" in v else "")
+                  (f", same top-1 as the row above on {100 * v['agreement']:.1f}% of the images" if "agreement" in v else "")
                   for k, v in result["check"].items()]
     print(json.dumps(result) if args.json else "\n".join(lines))
     return 0
@@ -70,22 +70,20 @@ def _int8(args, exported) -> Path:
 
 
 def _check(args, fp32: Path, int8: Path | None) -> dict:
-    from squeezelab.deploy.accuracy import onnx_accuracy
-    from squeezelab.engine.evaluation import evaluate_weights
+    """Top-1/top-5 of torch, ONNX fp32 (and int8) on the same images, and how often their top-1 agree
+    (ONNX fp32 with torch, int8 with ONNX fp32)."""
+    from squeezelab.deploy.accuracy import onnx_accuracy, torch_accuracy
 
-    ref = evaluate_weights(args.weights, args.check_dataset, data_dir=args.check_data_dir, split=args.check_split,
-                           model=args.model)
-    out = {"torch": {"top1": ref["top1"], "top5": ref["top5"], "n": ref["n"], "correct": round(ref["top1"] * ref["n"])}}
-    base = None
+    out = {"torch": torch_accuracy(args.weights, args.check_dataset, args.check_data_dir, args.check_split,
+                                   model=args.model)}
+    previous = out["torch"].pop("predictions")
     for name, path in (("onnx-fp32", fp32), ("onnx-int8", int8)):
         if path is None:
             continue
-        r = onnx_accuracy(path, args.check_dataset, args.check_data_dir, args.check_split or ref["split"])
+        r = onnx_accuracy(path, args.check_dataset, args.check_data_dir, args.check_split)
         preds = r.pop("predictions")
-        if base is None:
-            base = preds
-        else:
-            r["agreement"] = float((preds == base).float().mean())  # int8 vs fp32 top-1
+        r["agreement"] = float((preds == previous).float().mean())
+        previous = preds
         out[name] = r
     return out
 

@@ -1,4 +1,5 @@
-"""Top-1 / top-5 of an ONNX file on a dataset split, preprocessed as the file's metadata says."""
+"""Top-1 / top-5 (and the top-1 predictions) of an ONNX file or of torch weights on a dataset split,
+preprocessed as the file's metadata / the weights say, batch by batch over the same images."""
 
 from __future__ import annotations
 
@@ -8,20 +9,39 @@ import torch
 
 def onnx_accuracy(path, dataset: str, data_dir: str | None, split: str | None = None, *, sess=None,
                   batch: int = 64) -> dict:
-    """-> {"top1", "top5", "n", "predictions"} (predictions: top-1 class per image, for agreement)."""
-    from squeezelab.data import get_preset, get_spec, load_dataset
+    """-> {"top1", "top5", "n", "correct", "predictions"} (predictions: top-1 class per image)."""
     from squeezelab.deploy.export import onnx_metadata, session
 
     sess = sess or session(path)
-    preset = get_preset(onnx_metadata(path)["preset"]["name"])
-    data = load_dataset(dataset, data_dir, split or get_spec(dataset).heldout, preset=preset.name)
     name = sess.get_inputs()[0].name
+    return _score(lambda x: sess.run(None, {name: x.numpy()})[0], onnx_metadata(path)["preset"]["name"],
+                  dataset, data_dir, split, batch)
+
+
+def torch_accuracy(weights: str, dataset: str, data_dir: str | None, split: str | None = None, *,
+                   model: str | None = None, batch: int = 64) -> dict:
+    """The same for torch (fp32, eval mode) with any ``--weights``."""
+    from squeezelab.deploy.export import load_model
+
+    net, _, preset = load_model(weights, model)
+
+    def run(x):
+        with torch.inference_mode():
+            return net(x).float().numpy()
+
+    return _score(run, preset, dataset, data_dir, split, batch)
+
+
+def _score(run, preset_name: str, dataset: str, data_dir, split, batch: int) -> dict:
+    from squeezelab.data import get_preset, get_spec, load_dataset
+
+    preset = get_preset(preset_name)
+    data = load_dataset(dataset, data_dir, split or get_spec(dataset).heldout, preset=preset.name)
     top1 = top5 = 0
     preds = []
     for i in range(0, len(data), batch):
-        x = preset.eval(data.images[i:i + batch]).numpy()
+        logits = run(preset.eval(data.images[i:i + batch]))
         y = data.labels[i:i + batch].numpy()
-        logits = sess.run(None, {name: x})[0]
         best = np.argsort(-logits, axis=1)[:, :5]
         top1 += int((best[:, 0] == y).sum())
         top5 += int((best == y[:, None]).any(axis=1).sum())
