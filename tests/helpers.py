@@ -44,3 +44,29 @@ def cli_one_line_error(capsys, argv: list[str], *words: str) -> str:
     for w in words:
         assert w in err, err
     return err
+
+
+def crash_then_resume(monkeypatch, recipe: Path, overrides: list[str], run_dir: Path, after_epoch: int) -> Path:
+    """Train ``recipe`` into ``run_dir`` as if the job were killed right after epoch ``after_epoch``
+    had been written, then ``--resume`` it to the end; returns the run folder."""
+    import pytest
+
+    from squeezelab.config import load_config
+    from squeezelab.engine import fit
+    from squeezelab.engine.run import Run
+
+    original = Run._after_epoch
+
+    def crash(self, row):
+        original(self, row)
+        if row["epoch"] == after_epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Run, "_after_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(load_config(recipe, [*overrides, f"output.run_dir={run_dir}"]), progress=False)
+    monkeypatch.setattr(Run, "_after_epoch", original)
+    from squeezelab.engine import read_checkpoint
+
+    assert read_checkpoint(run_dir / "last.safetensors").meta["epoch"] == after_epoch  # what a kill leaves
+    return fit(load_config(run_dir / "config.yaml"), resume=run_dir, progress=False)

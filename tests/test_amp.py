@@ -13,8 +13,7 @@ from squeezelab import runtime
 from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
 from squeezelab.engine.loop import StepOptions, backward_and_step
-from squeezelab.engine.run import Run
-from tests.helpers import digits_recipe
+from tests.helpers import crash_then_resume, digits_recipe
 
 
 @pytest.mark.parametrize("capability, expected", [((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16),
@@ -77,18 +76,7 @@ def test_fp16_run_trains_saves_the_loss_scale_and_resumes_bit_identically(tmp_pa
     assert losses[-1] < losses[0] - 0.02  # it learns ...
     assert max(abs(a - b) for a, b in zip(losses, ref_losses)) < 0.01  # ... as fp32 does
 
-    original = Run._after_epoch
-
-    def crash_after_epoch_1(self, row):
-        original(self, row)
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Run, "_after_epoch", crash_after_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
-        fit(load_config(recipe, bn + ["output.run_dir=" + str(tmp_path / "b")]), progress=False)
-    monkeypatch.setattr(Run, "_after_epoch", original)
-    resumed = fit(load_config(tmp_path / "b" / "config.yaml"), resume=tmp_path / "b", progress=False)
+    resumed = crash_then_resume(monkeypatch, recipe, bn, tmp_path / "b", after_epoch=1)
     again = read_checkpoint(resumed / "last.safetensors")
     assert again.meta["grad_scaler"] == last.meta["grad_scaler"]
     for key, value in last.model_state.items():

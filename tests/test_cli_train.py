@@ -13,8 +13,7 @@ from squeezelab.data import load_dataset
 from squeezelab.cli import main
 from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
-from squeezelab.engine.run import Run
-from tests.helpers import TINY, cli_one_line_error, digits_recipe
+from tests.helpers import TINY, cli_one_line_error, crash_then_resume, digits_recipe
 
 def test_train_writes_a_complete_run_folder_and_eval_reads_it(tmp_path, capsys):
     assert main(["train", str(digits_recipe(tmp_path)), "--set", "train.epochs=2", "--no-progress"]) == 0
@@ -52,20 +51,7 @@ def test_resume_gives_bit_identical_weights(tmp_path, monkeypatch, amp):
     recipe = digits_recipe(tmp_path, epochs=4, amp=amp)
     straight = fit(load_config(recipe, ["output.run_dir=" + str(tmp_path / "a")]), progress=False)
 
-    original = Run._after_epoch
-
-    def crash_after_epoch_2(self, row):
-        original(self, row)
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt  # as if the job were killed after writing epoch 2's checkpoint
-
-    monkeypatch.setattr(Run, "_after_epoch", crash_after_epoch_2)
-    cfg_b = load_config(recipe, ["output.run_dir=" + str(tmp_path / "b")])
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg_b, progress=False)
-    monkeypatch.setattr(Run, "_after_epoch", original)
-    assert read_checkpoint(tmp_path / "b" / "last.safetensors").meta["epoch"] == 2
-    resumed = fit(load_config(tmp_path / "b" / "config.yaml"), resume=tmp_path / "b", progress=False)
+    resumed = crash_then_resume(monkeypatch, recipe, [], tmp_path / "b", after_epoch=2)
 
     a, b = read_checkpoint(straight / "last.safetensors"), read_checkpoint(resumed / "last.safetensors")
     assert a.meta["epoch"] == b.meta["epoch"] == 4 and a.meta["step"] == b.meta["step"]

@@ -16,10 +16,9 @@ from squeezelab.compression.distill import distillation_loss
 from squeezelab.compression.layers import per_layer, weight_layers
 from squeezelab.config import load_config
 from squeezelab.engine import fit, read_checkpoint
-from squeezelab.engine.run import Run
 from squeezelab.errors import ConfigError
 from squeezelab.models import create_model
-from tests.helpers import TINY, digits_recipe, one_line
+from tests.helpers import TINY, crash_then_resume, digits_recipe, one_line
 
 
 # ------------------------------------------------------------------------------------ layers
@@ -233,18 +232,7 @@ def test_best_checkpoint_is_never_a_not_yet_pruned_epoch(tmp_path):
 def test_resume_with_masks_or_codebooks_is_bit_identical(tmp_path, monkeypatch, section):
     recipe = digits_recipe(tmp_path, epochs=4)
     straight = fit(load_config(recipe, [*section, f"output.run_dir={tmp_path / 'a'}"]), progress=False)
-    original = Run._after_epoch
-
-    def crash_after_epoch_2(self, row):
-        original(self, row)
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Run, "_after_epoch", crash_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        fit(load_config(recipe, [*section, f"output.run_dir={tmp_path / 'b'}"]), progress=False)
-    monkeypatch.setattr(Run, "_after_epoch", original)
-    resumed = fit(load_config(tmp_path / "b" / "config.yaml"), resume=tmp_path / "b", progress=False)
+    resumed = crash_then_resume(monkeypatch, recipe, section, tmp_path / "b", after_epoch=2)
     a, b = read_checkpoint(straight / "last.safetensors"), read_checkpoint(resumed / "last.safetensors")
     for key, value in a.model_state.items():
         assert torch.equal(value, b.model_state[key]), key

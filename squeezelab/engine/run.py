@@ -147,15 +147,15 @@ class Run:
     def _teacher(self) -> nn.Module | None:
         """distill.teacher's model, frozen, on the run's device and layout."""
         from squeezelab.engine.compression import teacher_path
-        from squeezelab.models import create_model
-        from squeezelab.weights import load_into, load_weights
+        from squeezelab.engine.evaluation import model_for
+        from squeezelab.weights import load_weights
 
         path = teacher_path(self.cfg) if self.cfg.distill.enabled else None
         if path is None:
             return None
-        w = load_weights(path)
-        name, options = w.model_name or self.cfg.model.name, w.model_options if w.model_name else self.cfg.model.options
-        teacher = load_into(create_model(name, num_classes=w.num_classes or self.cfg.model.num_classes, **dict(options)), w)
+        w = load_weights(path)  # a file that names its model builds that; else the run's own model
+        options = None if w.model_name else dict(self.cfg.model.options)
+        teacher = model_for(w, self.cfg.model.num_classes, options, w.model_name or self.cfg.model.name)
         teacher = teacher.to(self.device).eval()
         return teacher.to(memory_format=torch.channels_last) if self.opts.channels_last else teacher
 
