@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -40,6 +41,37 @@ def parse_set_args(items: list[str] | None) -> dict[str, object]:
     return out
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The range of a numeric config field (each end optional, closed or open). Values out of range
+    are a ConfigError at load time, before anything reaches torch (``batch_size: 0`` used to end in a
+    DataLoader traceback)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value: float) -> str | None:
+        """None when ``value`` is in range, else what the range is."""
+        for limit, ok, word in ((self.ge, lambda a, b: a >= b, ">="), (self.gt, lambda a, b: a > b, ">"),
+                                (self.le, lambda a, b: a <= b, "<="), (self.lt, lambda a, b: a < b, "<")):
+            if limit is not None and not ok(value, limit):
+                return " and ".join(f"{w} {_num(v)}" for v, w in
+                                    ((self.ge, ">="), (self.gt, ">"), (self.le, "<="), (self.lt, "<")) if v is not None)
+        return None
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def bound(default: object, **limits: float) -> object:
+    """A dataclass field with ``default`` and a Bounds (``ge``/``gt``/``le``/``lt``) checked on load;
+    for a tuple or per-layer mapping every number in it is checked."""
+    return field(default=default, metadata={"bounds": Bounds(**limits)})
+
+
 # --------------------------------------------------------------------------------------------
 # The training config. Every field says its unit / allowed values; Literal types are checked.
 # --------------------------------------------------------------------------------------------
@@ -48,7 +80,7 @@ def parse_set_args(items: list[str] | None) -> dict[str, object]:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "squeezenet1_1"
-    num_classes: int | None = None  # None: taken from the dataset
+    num_classes: int | None = bound(None, ge=1)  # None: taken from the dataset
     options: Mapping[str, Any] = field(default_factory=dict)  # passed to create_model as keywords
     weights: str | None = None  # start from these weights (any --weights file); None: random init
 
@@ -63,50 +95,50 @@ class DataConfig:
     class_map: str | None = None
     download: bool = False  # fetch the official archive into data_dir if absent (cifar10/100, tiny-imagenet)
     preset: str | None = None  # None: the dataset's default preset for this model
-    val_fraction: float = 0.0  # > 0: hold out this fraction of train for validation
+    val_fraction: float = bound(0.0, ge=0.0, lt=0.5)  # > 0: hold out this fraction of train for validation
     # "official": the dataset's train/held-out split, val carved from train (report 001: 45k/5k/10k);
     # "pooled": train+held-out pooled, then split by class (1 - 2*val_fraction, val_fraction, val_fraction)
     # into train/val/test (report 003: val_fraction 0.1 -> 80/10/10 of all 60k CIFAR-10 images).
     split_scheme: Literal["official", "pooled"] = "official"
     val_split: str | None = None  # split evaluated each epoch when val_fraction == 0 (None: "test"/"val")
-    batch_size: int = 128  # images per optimizer step, summed over all processes
-    eval_batch_size: int | None = None  # None: 2 x batch_size
+    batch_size: int = bound(128, ge=1)  # images per optimizer step, summed over all processes
+    eval_batch_size: int | None = bound(None, ge=1)  # None: 2 x batch_size
     in_memory: bool = True
     cache_dir: str | None = None
-    limit: int | None = None  # use only this many train and val images (seeded subset; smoke runs, tests)
-    workers: int | None = None  # DataLoader processes when in_memory is false; None: min(4, cpus)
+    limit: int | None = bound(None, ge=1)  # use only this many train and val images (seeded subset; smoke runs, tests)
+    workers: int | None = bound(None, ge=0, le=256)  # DataLoader processes when in_memory is false; None: min(4, cpus)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     name: Literal["sgd", "adam", "adamw", "adabound"] = "sgd"
-    lr: float = 0.04  # peak learning rate (after warmup)
-    momentum: float = 0.9  # SGD only
+    lr: float = bound(0.04, gt=0.0)  # peak learning rate (after warmup)
+    momentum: float = bound(0.9, ge=0.0, lt=1.0)  # SGD only
     nesterov: bool = False
-    weight_decay: float = 2e-4  # L2 for sgd/adam/adabound, decoupled for adamw
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    final_lr: float = 0.1  # AdaBound: the SGD-like lr both bounds converge to
-    gamma: float = 1e-3  # AdaBound: convergence speed of the bounds (per step)
+    weight_decay: float = bound(2e-4, ge=0.0)  # L2 for sgd/adam/adabound, decoupled for adamw
+    betas: tuple[float, float] = bound((0.9, 0.999), ge=0.0, lt=1.0)
+    eps: float = bound(1e-8, gt=0.0)
+    final_lr: float = bound(0.1, gt=0.0)  # AdaBound: the SGD-like lr both bounds converge to
+    gamma: float = bound(1e-3, gt=0.0)  # AdaBound: convergence speed of the bounds (per step)
     amsbound: bool = False
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     name: Literal["fixed", "poly", "step", "plateau", "cosine", "onecycle"] = "fixed"
-    warmup_epochs: float = 0.0  # linear ramp from 0 to lr, in epochs (fractions allowed)
-    step_size: int = 30  # "step": epochs between decays
-    step_factor: float = 0.1  # "step": lr multiplier at each decay (report 001: divide by 10)
-    power: float = 1.0  # "poly": (1 - t/T)^power; 1.0 is the paper's linear decay to zero
-    plateau_patience: int = 3  # "plateau": epochs without val-loss improvement before a decay
-    plateau_factor: float = 0.5  # "plateau": lr multiplier at each decay (report 001: halve)
-    min_factor: float = 0.0  # floor of the lr multiplier for cosine/poly/onecycle
+    warmup_epochs: float = bound(0.0, ge=0.0)  # linear ramp from 0 to lr, in epochs (fractions allowed)
+    step_size: int = bound(30, ge=1)  # "step": epochs between decays
+    step_factor: float = bound(0.1, gt=0.0, le=1.0)  # "step": lr multiplier at each decay (report 001: divide by 10)
+    power: float = bound(1.0, gt=0.0)  # "poly": (1 - t/T)^power; 1.0 is the paper's linear decay to zero
+    plateau_patience: int = bound(3, ge=0)  # "plateau": epochs without val-loss improvement before a decay
+    plateau_factor: float = bound(0.5, gt=0.0, le=1.0)  # "plateau": lr multiplier at each decay (report 001: halve)
+    min_factor: float = bound(0.0, ge=0.0, le=1.0)  # floor of the lr multiplier for cosine/poly/onecycle
 
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    patience: int | None = None  # None: off. Epochs without top-5 improvement before stopping
-    top5_threshold: float = 0.0  # counting starts once val top-5 (a fraction) reaches this
+    patience: int | None = bound(None, ge=1)  # None: off. Epochs without top-5 improvement before stopping
+    top5_threshold: float = bound(0.0, ge=0.0, le=1.0)  # counting starts once val top-5 (a fraction) reaches this
 
 
 AmpChoice = Literal["auto", "bf16", "fp16", "off"]
@@ -115,17 +147,17 @@ AMP_CHOICES: tuple[str, ...] = typing.get_args(AmpChoice)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    label_smoothing: float = 0.0
+    epochs: int = bound(10, ge=0)  # 0 only in a compression stage (applied, not trained); fit needs >= 1
+    label_smoothing: float = bound(0.0, ge=0.0, le=1.0)
     amp: AmpChoice = "auto"  # auto: bf16, fp16 or fp32 by hardware (runtime.resolve_amp)
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False  # torch.compile (opt-in: compile time dominates short runs)
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
-    seed: int = 0
+    seed: int = bound(0, ge=0, le=2**32 - 1)  # numpy takes seeds in [0, 2^32)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    grad_clip: float | None = None  # max global grad norm; None: off
-    max_steps: int | None = None  # stop after this many optimizer steps in total (tests, smoke runs)
-    threads: int | None = None  # torch CPU threads; None: the cores idle when the run starts (runtime.choose_threads)
+    grad_clip: float | None = bound(None, gt=0.0)  # max global grad norm; None: off
+    max_steps: int | None = bound(None, ge=1)  # stop after this many optimizer steps in total (tests, smoke runs)
+    threads: int | None = bound(None, ge=1, le=1024)  # torch CPU threads; None: the cores idle when the run starts (runtime.choose_threads)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -146,16 +178,16 @@ PerLayerInt = Mapping[str, int] | int
 class PruneConfig:
     """Magnitude pruning held through training (off unless density or threshold is set)."""
 
-    density: PerLayerFloat | None = None  # target fraction of weights kept, e.g. {default: 0.35, conv1: 1.0}
-    threshold: PerLayerFloat | None = None  # Han's rule: prune |w| < threshold x std(layer's weights)
+    density: PerLayerFloat | None = bound(None, ge=0.0, le=1.0)  # target fraction of weights kept, e.g. {default: 0.35, conv1: 1.0}
+    threshold: PerLayerFloat | None = bound(None, ge=0.0)  # Han's rule: prune |w| < threshold x std(layer's weights)
     layers: tuple[str, ...] = ("*",)  # globs over conv/linear layer names
     exclude: tuple[str, ...] = ()
     schedule: Literal["oneshot", "iterative", "gradual"] = "oneshot"
-    start_epoch: float = 0.0  # first pruning (epochs, fractions allowed)
-    end_epoch: float | None = None  # iterative/gradual: target reached here (None: 3/4 of the run)
-    rounds: int = 1  # iterative: prune -> retrain rounds; gradual: mask updates (Zhu & Gupta's n)
-    release_epoch: float | None = None  # DSD: drop the masks here and train dense again
-    release_lr_factor: float = 0.1  # DSD: learning-rate multiplier after the release
+    start_epoch: float = bound(0.0, ge=0.0)  # first pruning (epochs, fractions allowed)
+    end_epoch: float | None = bound(None, ge=0.0)  # iterative/gradual: target reached here (None: 3/4 of the run)
+    rounds: int = bound(1, ge=1)  # iterative: prune -> retrain rounds; gradual: mask updates (Zhu & Gupta's n)
+    release_epoch: float | None = bound(None, ge=0.0)  # DSD: drop the masks here and train dense again
+    release_lr_factor: float = bound(0.1, gt=0.0)  # DSD: learning-rate multiplier after the release
 
     @property
     def enabled(self) -> bool:
@@ -166,7 +198,7 @@ class PruneConfig:
 class ShareConfig:
     """Weight sharing (k-means per layer) with trained centroids (off unless bits is set)."""
 
-    bits: PerLayerInt | None = None  # code width per layer, e.g. {default: 6, conv1: 8}
+    bits: PerLayerInt | None = bound(None, ge=1, le=16)  # code width per layer, e.g. {default: 6, conv1: 8}
     layers: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     init: Literal["linear", "density", "random"] = "linear"  # Han et al.: linear is best
@@ -177,7 +209,7 @@ class ShareConfig:
     # shift of its outputs that the shared weights cause, measured on calibration_images training images
     # layer by layer (layers without a bias are left as they are).
     correct_bias: bool = False
-    calibration_images: int = 256
+    calibration_images: int = bound(256, ge=1)
 
     @property
     def enabled(self) -> bool:
@@ -189,8 +221,8 @@ class DistillConfig:
     """Knowledge distillation from a teacher (off unless teacher is set)."""
 
     teacher: str | None = None  # weights of the teacher; "init": the weights this run starts from
-    temperature: float = 4.0
-    alpha: float = 0.9  # weight of the soft targets; 1.0 (or labels: false) uses no labels
+    temperature: float = bound(4.0, gt=0.0)
+    alpha: float = bound(0.9, ge=0.0, le=1.0)  # weight of the soft targets; 1.0 (or labels: false) uses no labels
     labels: bool = True  # false: ignore the dataset's labels (images without, or of other classes)
 
     @property
@@ -203,8 +235,8 @@ class CodeConfig:
     """How a .sqz file codes its streams (all lossless)."""
 
     coder: Literal["auto", "huffman", "ans", "raw"] = "auto"  # auto: the smallest per stream
-    index_bits: int | None = None  # relative-index width; None: per tensor, the one that codes smallest
-    max_codebook: int = 256  # tensors with at most this many distinct values: codebook + codes
+    index_bits: int | None = bound(None, ge=1, le=16)  # relative-index width; None: per tensor, the one that codes smallest
+    max_codebook: int = bound(256, ge=0, le=65536)  # tensors with at most this many distinct values: codebook + codes
     raw_float16: bool = False  # biases / BatchNorm as float16 (lossy, ~1e-3 relative); weights unaffected
 
 
@@ -217,7 +249,7 @@ class EvalConfig:
     dataset: str | None = None
     data_dir: str | None = None
     split: str | None = None
-    batch_size: int = 256
+    batch_size: int = bound(256, ge=1)
 
 
 @dataclass(frozen=True)
@@ -308,7 +340,26 @@ def _build(cls: type, raw: object, prefix: str):
     if unknown:
         raise ConfigError(f"unknown key {prefix}{unknown[0]!s}; valid keys at {where}: {', '.join(names)}")
     kwargs = {k: _check(v, hints[k], f"{prefix}{k}") for k, v in raw.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and "bounds" in f.metadata:
+            _check_bounds(kwargs[f.name], f.metadata["bounds"], f"{prefix}{f.name}")
     return cls(**kwargs)
+
+
+def _check_bounds(value: object, bounds: Bounds, key: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, Mapping):  # per-layer {glob: value}
+        for k, v in value.items():
+            _check_bounds(v, bounds, f"{key}.{k}")
+        return
+    if isinstance(value, tuple):
+        for i, v in enumerate(value):
+            _check_bounds(v, bounds, f"{key}[{i}]")
+        return
+    why = bounds.violation(value)
+    if why:
+        raise ConfigError(f"{key}: must be {why}, got {value!r}")
 
 
 def _check(value: object, hint: object, key: str) -> object:
@@ -368,10 +419,12 @@ def _check_scalar(value: object, hint: object, key: str) -> object:
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # nan compares false with every bound: refuse it here
+                raise ConfigError(f"{key}: must be a finite number, got {value!r}")
             return float(value)
         raise _type_error(key, "float", value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):  # bool is an int

@@ -285,11 +285,18 @@ def run_id(cfg: RunConfig, now: _dt.datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{slug(cfg.model.name)}-{slug(cfg.data.dataset)}-{config_hash(cfg)}"
 
 
+def remove_stale_temps(folder: Path) -> None:
+    """Delete the temp files of atomic writes that a kill interrupted (``.<name>.<random>.tmp``)."""
+    for tmp in Path(folder).glob(".*.tmp") if Path(folder).is_dir() else ():
+        tmp.unlink(missing_ok=True)
+
+
 def new_run_dir(cfg: RunConfig) -> Path:
     """Create the run folder: output.run_dir if given (refusing one that holds files), else a fresh
     ``runs_dir/<run_id>`` (a numeric suffix is added if two runs start in the same second)."""
     if cfg.output.run_dir:
         path = Path(cfg.output.run_dir)
+        remove_stale_temps(path)  # a kill before config.yaml was in place leaves only those
         if path.exists() and any(path.iterdir()):
             raise ConfigError(f"run folder {path} already holds files; use --resume {path} or a new --run-dir")
         path.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ def test_info_json(capsys):
     (["info", "squeezenet1_1", "--set", "bypass=sideways"], "one of none, simple, complex"),
     (["info", "squeezenet1_1", "--set", "sr=2"], "must be a number in [0.01, 1.0]"),
     (["info", "squeezenet1_1", "--set", "sr"], "--set expects key=value"),
-    (["info", "squeezenet1_1", "--num-classes", "0"], "num_classes"),
+    (["info", "squeezenet1_1", "--num-classes", "0"], "--num-classes: must be >= 1"),
+    (["info", "squeezenet1_1", "--input-size", "0"], "--input-size: must be >= 1"),
     (["info", "alexnet", "--input-size", "32"], "cannot take 32x32 px input"),
 ])
 def test_info_errors_are_one_line_with_exit_code_2(capsys, args, needle):

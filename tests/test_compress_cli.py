@@ -98,7 +98,7 @@ def test_sensitivity_table_and_plot(tmp_path, dense, capsys):
     (["compress", "missing.yaml"], ["config file not found"]),
     (["compress", "RECIPE", "--set", "stages.nope.train.epochs=1"], ["no stage 'nope'"]),
     (["compress", "RECIPE", "--set", "stages.prune.prune.layers=[fire99.*]"], ["matches no layer"]),
-    (["compress", "RECIPE", "--set", "stages.prune.prune.density=2"], ["must be in [0, 1]"]),
+    (["compress", "RECIPE", "--set", "stages.prune.prune.density=2"], ["density: must be >= 0 and <= 1"]),
     (["compress", "RECIPE", "--set", "stages.share.share.bits=0"], ["share.bits"]),
     (["compress", "RECIPE", "--set", "code.coder=zip"], ["code.coder"]),
     (["compress", "sensitivity", "--weights", "W", "--dataset", "digits", "--densities", "0.5,x"], ["--densities"]),

@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     from squeezelab.cli.compress_cmd import normalise_argv
 
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help / --version / a usage error: the code argparse chose
+        return int(exit_.code or 0)
     try:
         code = args.func(args)
     except SqueezelabError as err:

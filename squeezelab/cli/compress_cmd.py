@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from squeezelab.cli import args as argtypes
+
 SUBCOMMANDS = ("run", "report", "sensitivity")
 
 
@@ -101,11 +103,11 @@ def _register_sensitivity(sub) -> None:
                    help="comma-separated fractions of weights kept")
     p.add_argument("--layers", nargs="+", default=["*"], help="globs over layer names (fire*.expand3x3)")
     p.add_argument("--exclude", nargs="+", default=[])
-    p.add_argument("--limit", type=int, help="use only this many images (a seeded subset)")
-    p.add_argument("--val-fraction", type=float, default=0.0,
+    p.add_argument("--limit", type=argtypes.COUNT, help="use only this many images (a seeded subset)")
+    p.add_argument("--val-fraction", type=argtypes.FRACTION, default=0.0,
                    help="with --split val: hold out this fraction of train, as the weights' run did (e.g. 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (as the weights' run: its train.seed)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=argtypes.SEED, default=0, help="split seed (as the weights' run: its train.seed)")
+    p.add_argument("--batch-size", type=argtypes.COUNT, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("-o", "--out", default="sensitivity", help="folder for sensitivity.json/.md/.png")
     p.add_argument("--json", action="store_true")

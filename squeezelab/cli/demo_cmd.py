@@ -7,15 +7,17 @@ import json
 import sys
 from dataclasses import asdict
 
+from squeezelab.cli import args as argtypes
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train SqueezeNet and AlexNet on the embedded digits (offline, CPU, ~2 min)",
                        description="Train the small-input SqueezeNet 1.1 and AlexNet on scikit-learn's real "
                                    "8x8 digits and print test accuracy, parameters and fp32 size side by side.")
-    p.add_argument("--epochs", type=int, default=None, help="epochs for every model (default: 10 SqueezeNet, 3 AlexNet)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=argtypes.COUNT, default=None, help="epochs for every model (default: 10 SqueezeNet, 3 AlexNet)")
+    p.add_argument("--seed", type=argtypes.SEED, default=0)
     p.add_argument("--runs-dir", default="runs", help="where the run folders go (default runs/)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=argtypes.THREADS, default=None,
                    help="torch CPU threads (default: the cores idle when each run starts)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.set_defaults(func=_demo)

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from squeezelab.cli import args as argtypes
+
 
 def register(subparsers) -> None:
     _register_export(subparsers)
@@ -27,7 +29,7 @@ def _register_export(subparsers) -> None:
     p.add_argument("--int8", action="store_true", help="also write an int8 model (needs --calib-dataset)")
     p.add_argument("--calib-dataset", help="dataset whose TRAINING images calibrate int8 (the model's own)")
     p.add_argument("--calib-data-dir")
-    p.add_argument("--calib-n", type=int, default=300, help="calibration images (default 300)")
+    p.add_argument("--calib-n", type=argtypes.COUNT, default=300, help="calibration images (default 300)")
     p.add_argument("--calib-preset", help="preprocessing of the calibration images (default: the weights')")
     p.add_argument("--check-dataset", help="also score torch, ONNX fp32 (and int8) on this dataset's split")
     p.add_argument("--check-data-dir")
@@ -100,7 +102,7 @@ def _register_predict(subparsers) -> None:
     p.add_argument("--weights", help="run folder, .safetensors, .sqz, .net or .pth")
     p.add_argument("--onnx", help="an ONNX file exported by squeezelab export")
     p.add_argument("--classes", help="class names, one per line (ImageNet's synset_words.txt works as is)")
-    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--top", type=argtypes.COUNT, default=5)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=_predict)
 
@@ -138,11 +140,11 @@ def register_bench_infer(sub) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--onnx", help="the fp32 ONNX file of these weights (default: exported to a temp folder)")
     p.add_argument("--int8", help="its int8 ONNX file (default: none; export --int8 makes one)")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=argtypes.THREADS, nargs="+", default=[1, 2])
     p.add_argument("--engines", nargs="+", default=None, help="subset of engines")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--iters", type=int, default=20, help="batch-1 calls per engine per round")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=argtypes.COUNT, default=5)
+    p.add_argument("--iters", type=argtypes.COUNT, default=20, help="batch-1 calls per engine per round")
+    p.add_argument("--batch", type=argtypes.COUNT, default=32)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench_infer)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 
+from squeezelab.cli import args as argtypes
+
 _TABLE_COLS = (("layer", "layer", 12), ("output_size", "output size", 15), ("filter", "filter/stride", 15),
                ("s1x1", "s1x1", 6), ("e1x1", "e1x1", 6), ("e3x3", "e3x3", 6), ("params", "params", 12),
                ("flops", "MFLOPs", 10))
@@ -28,8 +30,8 @@ def register(subparsers) -> None:
     p.add_argument("model", help="a registered model name (see `squeezelab models`)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option, e.g. --set sr=0.5 --set bypass=simple (repeatable)")
-    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
-    p.add_argument("--input-size", type=int, default=None, help="input side in px (default: the model's)")
+    p.add_argument("--num-classes", type=argtypes.COUNT, default=1000, help="classifier outputs (default 1000)")
+    p.add_argument("--input-size", type=argtypes.COUNT, default=None, help="input side in px (default: the model's)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_info)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from squeezelab.cli import args as argtypes
 from squeezelab.config import AMP_CHOICES
 
 
@@ -81,10 +82,10 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--preset", help="preprocessing preset (default: the weights', else the dataset's)")
     p.add_argument("--split-scheme", choices=["official", "pooled"],
                    help="official splits, or report 003's pooled train/val/test (default: as the weights' run)")
-    p.add_argument("--val-fraction", type=float, help="pooled scheme: val and test fraction each (default: the run's)")
-    p.add_argument("--seed", type=int, help="pooled scheme: split seed (default: the run's)")
+    p.add_argument("--val-fraction", type=argtypes.FRACTION, help="pooled scheme: val and test fraction each (default: the run's)")
+    p.add_argument("--seed", type=argtypes.SEED, help="pooled scheme: split seed (default: the run's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra model option")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=argtypes.COUNT, default=256)
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="off", choices=AMP_CHOICES,
                    help="precision (default off: fp32, the same scores on every machine; auto/bf16 trade "
@@ -138,15 +139,15 @@ def _register_bench(subparsers) -> None:
                    help="fetch the official archive into --data-dir if it is not there (needs network)")
     p.add_argument("--preset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="model option")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per pipeline, split over the rounds")
-    p.add_argument("--rounds", type=int, default=3,
+    p.add_argument("--batch-size", type=argtypes.COUNT, default=128)
+    p.add_argument("--steps", type=argtypes.COUNT, default=20, help="timed steps per pipeline, split over the rounds")
+    p.add_argument("--rounds", type=argtypes.COUNT, default=3,
                    help="alternating rounds (ours, naive, network, ours, ...); more on a noisy machine")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    p.add_argument("--workers", type=int, default=None, help="naive DataLoader workers (default: min(2, cpus))")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--workers", type=argtypes.integer(0, 256), default=None, help="naive DataLoader workers (default: min(2, cpus))")
+    p.add_argument("--threads", type=argtypes.THREADS, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (the naive one stays eager)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_bench)

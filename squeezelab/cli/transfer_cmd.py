@@ -3,6 +3,8 @@ fine-tuning, or the same network from scratch), each mode trained with the same 
 
 from __future__ import annotations
 
+from squeezelab.cli import args as argtypes
+
 MODES = ("linear", "sq1", "fire_next", "full", "scratch")
 
 
@@ -16,12 +18,12 @@ def register(subparsers) -> None:
                    help="fetch the official archive into --data-dir if it is not there (needs network)")
     p.add_argument("--mode", nargs="+", default=["linear"], choices=MODES,
                    help="one or more modes; frozen ones share one pass of feature extraction")
-    p.add_argument("--input-size", type=int, default=96, help="pixels per side the pretrained network sees")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="AdamW peak lr of new layers (pretrained: lr/10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--input-size", type=argtypes.COUNT, default=96, help="pixels per side the pretrained network sees")
+    p.add_argument("--epochs", type=argtypes.COUNT, default=10)
+    p.add_argument("--batch-size", type=argtypes.COUNT, default=64)
+    p.add_argument("--lr", type=argtypes.POSITIVE, default=1e-3, help="AdamW peak lr of new layers (pretrained: lr/10)")
+    p.add_argument("--seed", type=argtypes.SEED, default=0)
+    p.add_argument("--threads", type=argtypes.THREADS, default=None, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object per mode")
     p.set_defaults(func=run)

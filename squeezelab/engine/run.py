@@ -7,8 +7,14 @@ Run folder (every file written atomically; only rank 0 writes):
     metrics.jsonl     one line per epoch: epoch, train_loss, val_loss, top1, top5, lr, epoch_seconds,
                       images_per_second (training images / training seconds, all ranks)
     last.safetensors  checkpoint after the latest good epoch (also written before epoch 1)
-    best.safetensors  checkpoint with the best val top-1 so far
+    best.safetensors  weights (no optimizer state) with the best val top-1 so far
     summary.json      written when the run ends: status finished / failed, best, final metrics
+
+Crash consistency: at the end of an epoch last.safetensors is written first and is the commit record
+(weights, optimizer, early-stopping / best state and the epoch's metrics row in its metadata); then
+best.safetensors and metrics.jsonl, both derivable from it. A kill between any two writes leaves a
+folder that ``--resume`` repairs (``_reconcile``) before going on, so the resumed run ends identical
+to one never interrupted.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class Run:
 
     @classmethod
     def start(cls, cfg: RunConfig, *, resume: Path | None = None, progress: bool = True) -> "Run":
+        if cfg.train.epochs < 1:
+            raise ConfigError(f"train.epochs: must be >= 1 to train, got {cfg.train.epochs}")
         self = cls()
         self.info = runtime.dist_info_from_env()
         self.device = runtime.choose_device(cfg.train.device, self.info.local_rank)
@@ -50,13 +58,15 @@ class Run:
         self.opts = StepOptions(amp_dtype, runtime.resolve_channels_last(cfg.train.channels_last, self.device),
                                 cfg.train.grad_clip, cfg.train.max_steps, scaler=scaler)
         runtime.seed_everything(cfg.train.seed)
-        self.resuming = resume is not None
-        self.cfg = self._load_data(cfg)
         resumed = self._read_resume(resume)
-        self._build_model(resumed)
+        self.resuming = resumed is not None
+        self.cfg = self._load_data(cfg)
+        if resume is not None:
+            _check_resume_config(resume, self.cfg, resumed)
+        self._build_model(resumed, resume)
         self.opts.hooks = self.compression.hooks
-        self.run_dir = self._open_run_dir(resume)
-        self.state = RunState() if resume is None else self._restore(resume, resumed)
+        self.run_dir = self._open_run_dir(resume, fresh=resumed is None)
+        self.state = RunState() if resumed is None else self._restore(resume, resumed)
         self._wrap_model()
         return self
 
@@ -118,9 +128,17 @@ class Run:
         return dataclasses.replace(cfg, model=model, data=data)
 
     def _read_resume(self, resume: Path | None):
-        return None if resume is None else ckpt.read_checkpoint(resume / "last.safetensors")
+        """The run's last checkpoint; None for a new run, or for a folder killed before its first
+        checkpoint was written (it starts again from the beginning, in place)."""
+        if resume is None:
+            return None
+        last = resume / "last.safetensors"
+        if not last.exists() and not (resume / "metrics.jsonl").exists():
+            log(f"{resume} has no checkpoint yet: starting it from the beginning")
+            return None
+        return ckpt.read_checkpoint(last)
 
-    def _build_model(self, resumed) -> None:
+    def _build_model(self, resumed, resume: Path | None) -> None:
         from squeezelab.engine import compression
         from squeezelab.models import create_model
         from squeezelab.weights import load_into
@@ -128,7 +146,11 @@ class Run:
         m, cfg = self.cfg.model, self.cfg
         model = create_model(m.name, num_classes=m.num_classes, **dict(m.options))
         if resumed is not None:
-            model.load_state_dict(resumed.model_state)  # plain weights; codebooks come back below
+            try:
+                model.load_state_dict(resumed.model_state)  # plain weights; codebooks come back below
+            except RuntimeError as err:  # config.yaml edited by hand: say so in one line, not a key list
+                raise ConfigError(f"--resume {resume}: its last.safetensors does not fit the model its config "
+                                  f"describes ({str(err).splitlines()[0].strip()})") from None
         elif m.weights is not None:
             load_into(model, self.init_weights)
         model = _sync_bn(model.to(self.device), cfg.train.sync_bn, self.info, self.device)
@@ -168,13 +190,20 @@ class Run:
         if self.cfg.train.compile:
             self.model = torch.compile(self.model)
 
-    def _open_run_dir(self, resume: Path | None) -> Path:
+    def _open_run_dir(self, resume: Path | None, fresh: bool) -> Path:
         if resume is not None:
             if runtime.run_status(resume) == "finished":
                 raise ConfigError(f"{resume} is a finished run; it is never overwritten (start a new run)")
-            return resume
-        name = str(runtime.new_run_dir(self.cfg)) if self.info.is_main else None
-        run_dir = self.run_dir = Path(runtime.broadcast_str(name, self.info))
+            if self.info.is_main:
+                runtime.remove_stale_temps(resume)
+            if self.info.is_main:  # e.g. train.epochs raised: the folder says what the run now is
+                runtime.atomic_write_text(resume / "config.yaml", dump_config(self.cfg))
+            if not fresh:
+                return resume
+        if resume is None:
+            name = str(runtime.new_run_dir(self.cfg)) if self.info.is_main else None
+            resume = Path(runtime.broadcast_str(name, self.info))
+        run_dir = self.run_dir = resume
         if self.info.is_main:
             runtime.atomic_write_text(run_dir / "config.yaml", dump_config(self.cfg))
             resolved = {"device": str(self.device), "amp": str(self.opts.amp_dtype or "off"),
@@ -193,10 +222,28 @@ class Run:
         state = RunState(**c.meta["state"])
         self.plateau.load_state_dict(state.plateau) if state.plateau else None
         if self.info.is_main:
-            MetricsLog(run_dir / "metrics.jsonl").truncate(state.epoch)
-            (run_dir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
+            self._reconcile(run_dir, state, c.meta.get("metrics"))
             log(f"resuming {run_dir} after epoch {state.epoch} (step {state.step})")
         return state
+
+    def _reconcile(self, run_dir: Path, state: RunState, last_row: dict | None) -> None:
+        """Make the folder agree with last.safetensors (the commit record) after a kill anywhere:
+        drop the rows of an uncommitted epoch, re-derive the
+        committed epoch's metrics row and best.safetensors if the kill came before they were written."""
+        metrics = MetricsLog(run_dir / "metrics.jsonl")
+        metrics.truncate(state.epoch)
+        if last_row and (not metrics.rows or metrics.rows[-1]["epoch"] < last_row["epoch"] == state.epoch):
+            metrics.append(last_row)
+        best_epoch = state.best.get("epoch")
+        if best_epoch is not None:
+            held = (ckpt.read_checkpoint_meta(run_dir / "best.safetensors") or {}).get("epoch")
+            if held != best_epoch and best_epoch == state.epoch:  # the model holds that epoch's weights now
+                self.state = state
+                self._save("best.safetensors", last_row, optimizer=False)
+            elif held != best_epoch:
+                log(f"warning: {run_dir}/best.safetensors holds epoch {held}, not the best epoch {best_epoch} "
+                    "(a folder written by an older squeezelab); eval --weights the checkpoint you mean")
+        (run_dir / "summary.json").unlink(missing_ok=True)  # a failed attempt's summary
 
     # ---------------------------------------------------------------- looping
 
@@ -259,13 +306,13 @@ class Run:
             self.plateau.update(row["val_loss"])
         s.plateau = self.plateau.state_dict()
         if self.info.is_main:
-            self._save("last.safetensors", row)
+            self._save("last.safetensors", row)  # the commit record: everything below derives from it
             if improved:
-                self._save("best.safetensors", row)
+                self._save("best.safetensors", row, optimizer=False)
             self.metrics.append(row)
             log(_format_row(row, self.cfg.train.epochs))
 
-    def _save(self, name: str, row: dict | None) -> None:
+    def _save(self, name: str, row: dict | None, optimizer: bool = True) -> None:
         m = self.cfg.model
         state = getattr(self, "state", None) or RunState()
         meta = {"model": {"name": m.name, "num_classes": m.num_classes, "options": dict(m.options)},
@@ -275,8 +322,8 @@ class Run:
                 "grad_scaler": self.opts.scaler.state_dict() if self.opts.scaler is not None else None,
                 "classes": list(self.train_set.classes)}
         meta["compression"], extra = self.compression.state(self.raw_model)
-        ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta, optimizer=self.optimizer,
-                             extra_tensors=extra)
+        ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta,
+                             optimizer=self.optimizer if optimizer else None, extra_tensors=extra)
 
     def _finish(self, status: str, t0: float, error: str | None = None) -> None:
         if not self.info.is_main:
@@ -287,6 +334,44 @@ class Run:
                    "stopped_early": self.state.stopped_early, "seconds": round(time.perf_counter() - t0, 2),
                    "error": error}
         runtime.atomic_write_json(self.run_dir / "summary.json", summary)
+
+
+# Keys a resumed run may change: where things are and how long or fast it runs, not what it trains.
+RESUMABLE_CHANGES = ("train.epochs", "train.threads", "train.device", "train.max_steps", "train.compile",
+                     "train.early_stopping.", "data.data_dir", "data.cache_dir", "data.workers", "data.in_memory",
+                     "data.download", "data.eval_batch_size", "output.")
+
+
+def _check_resume_config(run_dir: Path, cfg: RunConfig, resumed) -> None:
+    """A resumed run continues the run its folder holds: a change to its model, data or optimisation
+    (``--set model.options.bn_fire=false``) is refused here in one line, before any weights load."""
+    before = resumed.meta.get("config") if resumed is not None else None
+    if before is None:
+        return
+    old, new = _flatten(before), _flatten(config_to_dict(cfg))
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    fixed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
+    if fixed:
+        k = fixed[0]
+        raise ConfigError(f"--resume {run_dir}: {k} was {old.get(k)!r} in this run and would be {new.get(k)!r}; "
+                          f"a resumed run keeps its model, data and optimisation (only train.epochs, threads, "
+                          f"device, max_steps, compile, early_stopping and data locations may change): "
+                          f"start a new run instead")
+    done = resumed.meta.get("epoch", 0)
+    if cfg.train.epochs < done:
+        raise ConfigError(f"--resume {run_dir}: train.epochs={cfg.train.epochs} but {done} epochs are done already")
+    for k in changed:
+        log(f"resume: {k} {old.get(k)!r} -> {new.get(k)!r}")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _val_split(cfg: RunConfig) -> str:

@@ -130,11 +130,11 @@ def save_checkpoint(
     from squeezelab.runtime import publish_mode
 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    publish_mode(fd)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
         with open(tmp, "rb") as f:  # on disk before it replaces the old checkpoint
+            publish_mode(f.fileno())  # after save_file, which creates the file anew (mode 0600)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -162,6 +162,18 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     optim_info = meta.pop("optim", None)
     optim_state = _unflatten_optimizer(groups["optim"], optim_info) if optim_info is not None else None
     return Checkpoint(groups["model"], meta, optim_state, groups["extra"])
+
+
+def read_checkpoint_meta(path: str | Path) -> dict | None:
+    """The JSON metadata of a checkpoint without reading its tensors; None when the file is absent or
+    unreadable (a resume uses it to check which epoch best.safetensors holds)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return json.loads((f.metadata() or {})[META_KEY])
+    except Exception:  # absent, truncated, foreign: the caller re-derives the file
+        return None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
