@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from squeezelab.config import AMP_CHOICES, RunConfig, config_hash
-from squeezelab.errors import ConfigError
+from squeezelab.errors import ConfigError, WriteError
 
 # --------------------------------------------------------------------------------------------
 # Atomic files: write a temp file in the same folder, fsync, os.replace (atomic on POSIX).
@@ -39,8 +39,13 @@ def publish_mode(fd: int) -> None:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temp file beside ``path``, fsync, rename over it: a crash leaves the old or the new
+    file, never a mix. An OSError (disk full, read-only...) becomes a one-line WriteError naming path."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError.of(path, err) from None
     try:
         publish_mode(fd)
         with os.fdopen(fd, "wb") as f:
@@ -48,8 +53,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            raise WriteError.of(path, err) from None
         raise
 
 

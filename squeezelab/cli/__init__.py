@@ -15,6 +15,7 @@ import sys
 from squeezelab.errors import SqueezelabError
 
 EXIT_USER_ERROR = 2
+EXIT_ENVIRONMENT = 1
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
     except SqueezelabError as err:
         print(f"squeezelab {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return getattr(err, "exit_code", EXIT_USER_ERROR)
+    except OSError as err:  # the environment (disk full, read-only, permission) refused something
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"squeezelab {args.command}: error: {where}{err.strerror or err} (free space, or choose a folder "
+              f"this user may write)", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         print(f"squeezelab {args.command}: interrupted", file=sys.stderr)
         return 130

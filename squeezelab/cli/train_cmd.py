@@ -79,6 +79,8 @@ def _register_eval(subparsers) -> None:
     p.add_argument("--download", action="store_true",
                    help="fetch the official archive into --data-dir if it is not there (needs network)")
     p.add_argument("--split", help="split to evaluate (default: the dataset's official held-out split)")
+    p.add_argument("--class-map", help="class list (e.g. ImageNet's synset_words.txt) the dataset's labels are "
+                                       "mapped onto by class id, for weights trained on other classes")
     p.add_argument("--preset", help="preprocessing preset (default: the weights', else the dataset's)")
     p.add_argument("--split-scheme", choices=["official", "pooled"],
                    help="official splits, or report 003's pooled train/val/test (default: as the weights' run)")
@@ -101,7 +103,7 @@ def _eval(args) -> int:
                               model=args.model, preset=args.preset, options=_options(args.set),
                               batch_size=args.batch_size, device=args.device, amp=args.amp,
                               split_scheme=args.split_scheme, val_fraction=args.val_fraction, seed=args.seed,
-                              download=args.download)
+                              download=args.download, class_map=args.class_map)
     if args.json:
         print(json.dumps(result))
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from squeezelab.data.decode import FileSource, Listing, list_image_files
-from squeezelab.data.registry import DatasetSpec, register
+from squeezelab.data.registry import DatasetSpec, read_text, register
 from squeezelab.errors import DataError
 
 
@@ -47,7 +47,7 @@ def build_imagefolder(root: Path, split: str) -> Listing:
 def _synset_names(path: Path) -> list[str]:
     """synset_words.txt -> first human-readable name per class ("n01440764 tench, Tinca tinca" -> "tench")."""
     names = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path, "synset_words.txt").splitlines():
         if line.strip():
             _, _, words = line.strip().partition(" ")
             names.append(words.split(",")[0].strip() or line.split()[0])
@@ -58,23 +58,29 @@ def build_image_list(root: Path, split: str) -> Listing:
     labels_txt, images = root / "labels.txt", root / "images"
     if not labels_txt.is_file() or not images.is_dir():
         raise DataError(f"{root}: expected images/ and labels.txt ('<file> <class index>' lines)")
-    refs, labels = [], []
-    for n, line in enumerate(labels_txt.read_text().splitlines(), 1):
+    refs, labels, where = [], [], {}
+    inside = images.resolve()
+    for n, line in enumerate(read_text(labels_txt, "labels.txt").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
             raise DataError(f"{labels_txt}:{n}: expected '<file> <class index>', got {line[:60]!r}")
-        if not (images / parts[0]).is_file():
-            raise DataError(f"{labels_txt}:{n}: image {images / parts[0]} not found")
+        image = images / parts[0]
+        if not image.resolve().is_relative_to(inside):  # ../../etc/hostname, /abs/path, a link out
+            raise DataError(f"{labels_txt}:{n}: {parts[0]!r} leaves {images}; name files inside it")
+        if not image.is_file():
+            raise DataError(f"{labels_txt}:{n}: image {image} not found")
         refs.append(f"images/{parts[0]}")
         labels.append(int(parts[1]))
+        where.setdefault(labels[-1], n)
     if not refs:
         raise DataError(f"{labels_txt}: no '<file> <class index>' lines")
     synsets = root / "synset_words.txt"
-    classes = _synset_names(synsets) if synsets.is_file() else [str(i) for i in range(max(labels) + 1)]
-    if min(labels) < 0 or max(labels) >= len(classes):
-        raise DataError(f"{labels_txt}: class index {max(labels)} out of range 0..{len(classes) - 1}")
+    classes = _synset_names(synsets) if synsets.is_file() else [str(i) for i in range(max(max(labels), 0) + 1)]
+    bad = next((v for v in labels if not 0 <= v < len(classes)), None)
+    if bad is not None:
+        raise DataError(f"{labels_txt}:{where[bad]}: class index {bad} out of range 0..{len(classes) - 1}")
     return Listing("image-list", split, FileSource(root), refs, labels, classes, fixed_size=False)
 
 

@@ -109,14 +109,27 @@ def load_dataset(
     return data if class_map is None else apply_class_map(data, Path(class_map))
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A dataset's text file (labels.txt, wnids.txt, a class list) as UTF-8; absent, unreadable or
+    not UTF-8 -> one-line DataError naming the file (and the first bad byte's line)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the {what} as "
+                        f"UTF-8") from None
+
+
 def read_class_list(path: Path) -> list[str]:
     """First word of every non-empty line (a class list or synset_words.txt); bad file -> DataError."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"class list not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read the class list ({type(err).__name__})") from None
+    text = read_text(path, "class list")
     names = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not names or len(set(names)) != len(names):
         raise DataError(f"{path}: expected one unique class id per line, got {len(names)} lines")
@@ -222,7 +235,8 @@ def _resolve_root(spec: DatasetSpec, data_dir) -> Path | None:
     if data_dir is None:
         data_dir = os.environ.get("SQUEEZELAB_DATA")
     if data_dir is None:
-        raise DataError(f"dataset {spec.name} needs a data directory (--data-dir or $SQUEEZELAB_DATA)")
+        raise DataError(f"dataset {spec.name} needs a data directory: --set data.data_dir=DIR for train / "
+                        f"compress, --data-dir DIR for eval / transfer / export, or $SQUEEZELAB_DATA")
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: data directory not found (expected the {spec.name} folder: {spec.description})")

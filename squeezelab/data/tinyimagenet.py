@@ -16,7 +16,7 @@ from pathlib import Path
 
 from squeezelab.data.decode import FileSource, Listing, ZipSource, open_zip
 from squeezelab.data.download import ensure as fetch_archive
-from squeezelab.data.registry import DatasetSpec, find_root, register
+from squeezelab.data.registry import DatasetSpec, find_root, read_text, register
 from squeezelab.errors import DataError
 
 TOP = "tiny-imagenet-200"
@@ -98,7 +98,7 @@ def _listing(source, wnids: list[str], train: dict[str, list], val_files: dict[s
 
 
 def _from_tree(root: Path, split: str) -> Listing:
-    wnids = _parse_wnids((root / "wnids.txt").read_text(), str(root / "wnids.txt"))
+    wnids = _parse_wnids(read_text(root / "wnids.txt", "wnids.txt"), str(root / "wnids.txt"))
     train = {}
     if split == "train":
         if not (root / "train").is_dir():
@@ -113,7 +113,7 @@ def _from_tree(root: Path, split: str) -> Listing:
         if not ann.is_file():
             raise DataError(f"{root}: no val/val_annotations.txt (expected the official Tiny ImageNet val/)")
         val_files = {f.name: f"val/images/{f.name}" for f in (root / "val" / "images").glob("*")}
-        val_text = ann.read_text()
+        val_text = read_text(ann, "val_annotations.txt")
     return _listing(FileSource(root), wnids, train, val_files, val_text, str(root), split)
 
 

@@ -151,17 +151,21 @@ def _exported_proto(net: nn.Module, example: torch.Tensor):
 def _save_atomic(save, proto, out: Path) -> None:
     from squeezelab.runtime import publish_mode
 
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    from squeezelab.errors import WriteError
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError.of(out, err) from None
     publish_mode(fd)
     os.close(fd)
     try:
         save(proto, tmp)
         os.replace(tmp, out)
-    except OSError as err:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        raise WeightsError(f"cannot write {out}: {err.strerror or err}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise WriteError.of(out, err) from None
         raise
 
 

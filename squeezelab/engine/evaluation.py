@@ -19,7 +19,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
                      model: str | None = None, preset: str | None = None, options: dict | None = None,
                      batch_size: int = 256, device: str = "auto", amp: str = "off",
                      split_scheme: str | None = None, val_fraction: float | None = None,
-                     seed: int | None = None, download: bool = False) -> dict:
+                     seed: int | None = None, download: bool = False, class_map: str | None = None) -> dict:
     """-> {"top1", "top5", "loss", "n", "seconds", "model", "dataset", "split", "preset"} (fractions).
 
     ``amp`` is off (fp32) by default so that a score is a property of the weights, not of the machine:
@@ -27,7 +27,9 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
     215/300 in fp32, which is what the paper's numbers and other machines reproduce.
 
     ``split_scheme`` / ``val_fraction`` / ``seed`` default to those of the run that trained the weights
-    when it trained on this dataset (a report-003 pooled split must be scored on its own test part)."""
+    when it trained on this dataset (a report-003 pooled split must be scored on its own test part).
+    ``class_map``: a class list the dataset's labels are mapped onto (Tiny ImageNet's 200 wnids onto an
+    ImageNet model's 1000 with synset_words.txt)."""
     from squeezelab.data import default_preset_for, get_spec, load_dataset
     from squeezelab.weights import load_weights
 
@@ -37,7 +39,7 @@ def evaluate_weights(weights: str, dataset: str, *, data_dir: str | None = None,
     scheme, fraction, seed = _split_settings(w, dataset, split_scheme, val_fraction, seed)
     split = split or ("test" if scheme == "pooled" else get_spec(dataset).heldout)
     data = load_dataset(dataset, data_dir, split, preset=preset, split_scheme=scheme, val_fraction=fraction,
-                        seed=seed, download=download)
+                        seed=seed, download=download, class_map=class_map)
     net = model_for(w, data.num_classes, options, name)
     dev = runtime.choose_device(device, where="--device")
     t = time.perf_counter()
@@ -71,8 +73,10 @@ def model_for(w, dataset_classes: int, options: dict | None = None, name: str | 
 
     name, options = name or _model_name(None, w.model_name), options or {}
     num_classes = w.num_classes or dataset_classes
-    if dataset_classes > num_classes:
-        raise ConfigError(f"the dataset has {dataset_classes} classes but the weights only {num_classes}")
+    if dataset_classes != num_classes:  # label i of the dataset is not class i of the weights: 0% means nothing
+        raise ConfigError(f"the weights have {num_classes} classes and the dataset {dataset_classes}: their labels "
+                          f"do not correspond; fine-tune first (squeezelab transfer, or train with model.weights), "
+                          f"or map the dataset onto the weights' classes (--class-map / data.class_map)")
     net = create_model(name, num_classes=num_classes, **{**dict(w.model_options), **options})
     return load_into(net, w)
 

@@ -66,6 +66,7 @@ class Run:
         self._build_model(resumed, resume)
         self.opts.hooks = self.compression.hooks
         self.run_dir = self._open_run_dir(resume, fresh=resumed is None)
+        _warn_about_schedule(self.cfg, self.info.is_main)
         self.state = RunState() if resumed is None else self._restore(resume, resumed)
         self._wrap_model()
         return self
@@ -362,6 +363,16 @@ def _check_resume_config(run_dir: Path, cfg: RunConfig, resumed) -> None:
         raise ConfigError(f"--resume {run_dir}: train.epochs={cfg.train.epochs} but {done} epochs are done already")
     for k in changed:
         log(f"resume: {k} {old.get(k)!r} -> {new.get(k)!r}")
+
+
+def _warn_about_schedule(cfg: RunConfig, main: bool) -> None:
+    """Settings that run but train nothing useful get a word (configs/cifar10_small_best.yaml with
+    train.epochs=1 warmed up for the whole run and ended at chance)."""
+    s, epochs = cfg.schedule, cfg.train.epochs
+    if main and s.warmup_epochs >= epochs:
+        log(f"warning: the lr warmup (schedule.warmup_epochs {s.warmup_epochs:g}) takes the whole run "
+            f"(train.epochs {epochs}): the learning rate reaches optim.lr {cfg.optim.lr:g} only at the end, if at "
+            f"all; lower it, e.g. --set schedule.warmup_epochs={epochs / 5:g}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

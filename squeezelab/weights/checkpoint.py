@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezelab.errors import WeightsError
+from squeezelab.errors import WeightsError, WriteError
 
 FORMAT_VERSION = 1
 META_KEY = "squeezelab"
@@ -129,7 +129,10 @@ def save_checkpoint(
     tensors.update({f"extra.{k}": _cpu(v) for k, v in (extra_tensors or {}).items()})
     from squeezelab.runtime import publish_mode
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError.of(path, err) from None
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
@@ -137,8 +140,10 @@ def save_checkpoint(
             publish_mode(f.fileno())  # after save_file, which creates the file anew (mode 0600)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, Exception) and not isinstance(err, WriteError):  # OSError, or safetensors' own
+            raise WriteError.of(path, err) from None
         raise
     return path
 

@@ -204,8 +204,19 @@ def load_into(model: torch.nn.Module, weights: LoadedWeights | dict[str, torch.T
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or wrong:
         raise WeightsError(_mismatch_message(own, state, missing, unexpected, wrong))
+    _check_finite(state, getattr(weights, "path", None))
     model.load_state_dict(state, strict=True)
     return model
+
+
+def _check_finite(state: dict[str, torch.Tensor], path) -> None:
+    """NaN / inf weights (a diverged run saved by another tool, a corrupt file) would score 0% with no
+    word: refuse them, naming the first tensor."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        where = f"{path}: " if path else ""
+        raise WeightsError(f"{where}{len(bad)} of {len(state)} tensors hold NaN or inf values (first: {bad[0]}); "
+                           f"these weights come from a diverged run or a damaged file")
 
 
 def _mismatch_message(own, state, missing, unexpected, wrong) -> str:
