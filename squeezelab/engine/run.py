@@ -88,6 +88,9 @@ class Run:
             self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
             self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
         num_classes = cfg.model.num_classes or self.train_set.num_classes
+        if num_classes != self.train_set.num_classes:  # fewer: labels out of range; more: outputs never trained
+            raise ConfigError(f"model.num_classes is {num_classes} but {d.dataset} has {self.train_set.num_classes} "
+                              f"classes{' (after data.class_map)' if d.class_map else ''}: leave it unset")
         if d.batch_size % self.info.world_size:
             raise ConfigError(f"data.batch_size {d.batch_size} is not divisible by {self.info.world_size} processes")
         self._make_loaders(cfg)

@@ -81,9 +81,10 @@ def demo_config(model: str, options: dict, *, epochs: int, seed: int, runs_dir: 
 
 
 def run_demo(*, epochs: int | None = None, seed: int = 0, runs_dir: str = "runs", threads: int | None = None,
-             progress: bool = True) -> list[DemoRow]:
+             progress: bool = True, keep_checkpoints: bool = False) -> list[DemoRow]:
     """Train each of DEMO_MODELS on digits with the same recipe (``epochs`` overrides the table's
-    per-model epochs); one DemoRow per model."""
+    per-model epochs); one DemoRow per model. Unless ``keep_checkpoints``, the finished runs are
+    trimmed afterwards (``trim_runs``)."""
     from squeezelab.complexity import count_params, size_bytes
     from squeezelab.engine import fit
     from squeezelab.models import create_model
@@ -102,7 +103,23 @@ def run_demo(*, epochs: int | None = None, seed: int = 0, runs_dir: str = "runs"
     options = DEMO_MODELS[0][2]
     rows.insert(1, compress_demo(rows[0], options, epochs=epochs, seed=seed, runs_dir=runs_dir, threads=threads,
                                  progress=progress))
+    if not keep_checkpoints:
+        trim_runs(rows)
     return rows
+
+
+def trim_runs(rows: list[DemoRow]) -> int:
+    """Keep what a demo leaves small (it left 555 MB, mostly AlexNet's checkpoints with Adam's state):
+    every finished run drops last.safetensors (weights + optimizer state, needed only to resume), and
+    a run whose best weights exceed 10 MB (AlexNet, 94 MB) drops those too; config, metrics, summary,
+    the SqueezeNet weights and model.sqz stay. Returns the bytes freed."""
+    freed = 0
+    for row in rows:
+        for path in sorted(Path(row.run_dir).rglob("*.safetensors")):
+            if path.name == "last.safetensors" or path.stat().st_size > 10_000_000:
+                freed += path.stat().st_size
+                path.unlink()
+    return freed
 
 
 def compress_demo(trained: DemoRow, options: dict, *, epochs: int | None, seed: int, runs_dir: str,
