@@ -302,6 +302,23 @@ def test_image_list_errors_name_the_file_and_line(tmp_path):
     one_line(e, victim.name, "cannot decode")
 
 
+def test_image_list_refuses_paths_outside_and_names_bad_labels_and_bytes(tmp_path):
+    root = _small_image_list(tmp_path / "list", 2)
+    (tmp_path / "secret.JPEG").write_bytes((sorted((root / "images").iterdir())[0]).read_bytes())
+    good = (root / "labels.txt").read_text()
+    for line, needles in ((["../../secret.JPEG 0"], ["labels.txt:3", "leaves"]),
+                          ([f"{tmp_path}/secret.JPEG 0"], ["labels.txt:3", "leaves"]),
+                          ([f"{sorted((root / 'images').iterdir())[0].name} -3"], ["labels.txt:3", "class index -3"])):
+        (root / "labels.txt").write_text(good + "\n".join(line) + "\n")
+        with pytest.raises(DataError) as e:
+            load_dataset("image-list", root, "val", cache_dir=False)
+        one_line(e, *needles)
+    (root / "labels.txt").write_bytes(good.encode() + b"caf\xe9.JPEG 0\n")
+    with pytest.raises(DataError) as e:
+        load_dataset("image-list", root, "val", cache_dir=False)
+    one_line(e, "labels.txt:3", "not UTF-8")
+
+
 def _imagefolder(tmp_path: Path) -> Path:
     src = sorted(shared_path("imagenet-val-300", "images").glob("*.JPEG"))
     for split, classes in (("train", ("cat", "dog")), ("val", ("dog",))):

@@ -29,3 +29,8 @@ def test_demo_trains_both_models_and_reports_the_parameter_gap(tmp_path, capsys,
     assert small["top1"] == report["accuracy"]["after"]["top1"]
     # one epoch already learns digits well above chance (10%): measured 53.6% for AlexNet + BatchNorm
     assert alex["top1"] > 0.3
+    # what a demo leaves stays small: no optimizer state, no AlexNet weights (--keep-checkpoints keeps them)
+    total = sum(f.stat().st_size for f in (tmp_path / "runs").rglob("*") if f.is_file())
+    assert total < 50e6, total
+    assert not list((tmp_path / "runs").rglob("last.safetensors"))
+    assert (tmp_path / "runs" / squeeze["run_dir"].rsplit("/", 1)[-1] / "best.safetensors").is_file()

@@ -57,6 +57,10 @@ def save(path: Path, images: torch.Tensor, labels: torch.Tensor, classes: list[s
         meta = {"classes": json.dumps(classes), "extra": json.dumps(extra)}
         save_file({"images": images.contiguous(), "labels": labels.contiguous()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        warnings.warn(f"could not write dataset cache {path} ({e}); continuing without it", stacklevel=2)
+    except Exception as e:  # OSError, or safetensors' own error for a full disk
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # e.g. $SQUEEZELAB_CACHE is a file: there is no folder to clean
+            pass
+        reason = " ".join(str(e).split())
+        warnings.warn(f"could not write dataset cache {path} ({reason}); continuing without it", stacklevel=2)
