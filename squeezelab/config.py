@@ -157,6 +157,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     grad_clip: float | None = bound(None, gt=0.0)  # max global grad norm; None: off
     max_steps: int | None = bound(None, ge=1)  # stop after this many optimizer steps in total (tests, smoke runs)
+    # What the run keeps as its result: "best" (best.safetensors, the epoch with the best top-1 on the
+    # per-epoch split: a validation split when data.val_fraction > 0, else the test split — optimistic,
+    # as the seed reports did, and labelled so) or "last" (the last epoch, nothing selected).
+    select: Literal["best", "last"] = "best"
     threads: int | None = bound(None, ge=1, le=1024)  # torch CPU threads; None: the cores idle when the run starts (runtime.choose_threads)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
@@ -563,5 +567,7 @@ def config_hash(cfg: RunConfig, length: int = 6) -> str:
     for section, key in (("model", "weights"), ("data", "class_map")):
         if data[section].get(key) is None:
             data[section].pop(key, None)
+    if data["train"].get("select") == "best":
+        data["train"].pop("select")
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:length]

@@ -32,5 +32,5 @@ def test_demo_trains_both_models_and_reports_the_parameter_gap(tmp_path, capsys,
     # what a demo leaves stays small: no optimizer state, no AlexNet weights (--keep-checkpoints keeps them)
     total = sum(f.stat().st_size for f in (tmp_path / "runs").rglob("*") if f.is_file())
     assert total < 50e6, total
-    assert not list((tmp_path / "runs").rglob("last.safetensors"))
-    assert (tmp_path / "runs" / squeeze["run_dir"].rsplit("/", 1)[-1] / "best.safetensors").is_file()
+    assert (tmp_path / "runs" / squeeze["run_dir"].rsplit("/", 1)[-1] / "last.safetensors").is_file()
+    assert not list((tmp_path / "runs" / alex["run_dir"].rsplit("/", 1)[-1]).glob("*.safetensors"))

@@ -119,3 +119,28 @@ def test_epochs_zero_and_a_missing_data_dir_say_what_to_set(tmp_path, capsys):
     recipe.write_text(yaml.safe_dump({"data": {"dataset": "cifar10"}}))
     os.environ.pop("SQUEEZELAB_DATA", None)
     cli_one_line_error(capsys, ["train", str(recipe)], "--set data.data_dir=DIR")
+
+
+def test_selection_on_validation_reports_the_kept_weights_test_score(tmp_path, capsys):
+    import json
+
+    recipe = digits_recipe(tmp_path, epochs=3)
+    run = tmp_path / "val"
+    assert main(["train", str(recipe), "--no-progress", "--run-dir", str(run), "--set", "data.val_fraction=0.2"]) == 0
+    sel = json.loads((run / "summary.json").read_text())["selection"]
+    assert sel["selected_on"].startswith("val") and sel["test"]["split"] == "test" and sel["test"]["n"] == 360
+    capsys.readouterr()
+    assert main(["eval", "--weights", str(run), "--dataset", "digits", "--json"]) == 0  # scores best.safetensors
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["top1"] == pytest.approx(sel["test"]["top1"]) and scored["n"] == 360
+
+    assert main(["train", str(recipe), "--no-progress", "--run-dir", str(tmp_path / "test")]) == 0
+    assert "best.safetensors is chosen on the test split" in capsys.readouterr().err
+    sel = json.loads((tmp_path / "test" / "summary.json").read_text())["selection"]
+    assert sel["selected_on"].startswith("test (optimistic") and sel["test"] is None
+
+    assert main(["train", str(recipe), "--no-progress", "--run-dir", str(tmp_path / "last"),
+                 "--set", "train.select=last"]) == 0
+    summary = json.loads((tmp_path / "last" / "summary.json").read_text())
+    assert not (tmp_path / "last" / "best.safetensors").exists()
+    assert summary["selection"]["test"]["top1"] == summary["final"]["top1"] and summary["selection"]["epoch"] == 3

@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=argtypes.THREADS, default=None,
                    help="torch CPU threads (default: the cores idle when each run starts)")
     p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep every run's last.safetensors and AlexNet's weights (~470 MB; by default the demo "
-                        "leaves ~10 MB: the SqueezeNet weights, model.sqz, configs and metrics)")
+                   help="keep AlexNet's checkpoints too (~380 MB; by default the demo leaves ~25 MB: the SqueezeNet "
+                        "runs, model.sqz, configs and metrics)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     p.set_defaults(func=_demo)
 

@@ -84,6 +84,7 @@ class Run:
         common = dict(preset=preset_name, val_fraction=d.val_fraction, split_scheme=d.split_scheme,
                       seed=cfg.train.seed, cache_dir=d.cache_dir, in_memory=d.in_memory, download=d.download,
                       class_map=d.class_map)
+        self.data_args = common
         with runtime.main_process_first(self.info):  # under torchrun: one download / decode, then the cache
             self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
             self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
@@ -238,7 +239,7 @@ class Run:
         metrics.truncate(state.epoch)
         if last_row and (not metrics.rows or metrics.rows[-1]["epoch"] < last_row["epoch"] == state.epoch):
             metrics.append(last_row)
-        best_epoch = state.best.get("epoch")
+        best_epoch = state.best.get("epoch") if self.cfg.train.select == "best" else None
         if best_epoch is not None:
             held = (ckpt.read_checkpoint_meta(run_dir / "best.safetensors") or {}).get("epoch")
             if held != best_epoch and best_epoch == state.epoch:  # the model holds that epoch's weights now
@@ -311,7 +312,7 @@ class Run:
         s.plateau = self.plateau.state_dict()
         if self.info.is_main:
             self._save("last.safetensors", row)  # the commit record: everything below derives from it
-            if improved:
+            if improved and self.cfg.train.select == "best":
                 self._save("best.safetensors", row, optimizer=False)
             self.metrics.append(row)
             log(_format_row(row, self.cfg.train.epochs))
@@ -335,9 +336,45 @@ class Run:
         rows = self.metrics.rows if self.metrics else []
         summary = {"status": status, "run_id": self.run_dir.name, "epochs_completed": self.state.epoch,
                    "steps": self.state.step, "best": self.state.best, "final": rows[-1] if rows else None,
-                   "stopped_early": self.state.stopped_early, "seconds": round(time.perf_counter() - t0, 2),
-                   "error": error}
+                   "stopped_early": self.state.stopped_early, "selection": self._selection(status, rows),
+                   "seconds": round(time.perf_counter() - t0, 2), "error": error}
         runtime.atomic_write_json(self.run_dir / "summary.json", summary)
+
+    def _selection(self, status: str, rows: list[dict]) -> dict:
+        """What the run kept, what chose it, and its score on the test split when the per-epoch split
+        was a validation split (so that the reported test accuracy was not used to pick it)."""
+        cfg, split = self.cfg, _val_split(self.cfg)
+        test = _test_split(cfg)
+        keep = "best" if cfg.train.select == "best" else "last"
+        out = {"kept": f"{keep}.safetensors", "select": keep,
+               "epoch": self.state.best.get("epoch") if keep == "best" else self.state.epoch,
+               "per_epoch_split": split,
+               "selected_on": None if keep == "last" else ("test (optimistic: as the seed reports chose their "
+                                                           "best epoch)" if test is None else f"{split} (validation)"),
+               "test": None}
+        if status == "finished" and test is not None and rows:
+            out["test"] = {"split": test, **self._score_kept(keep, test)}
+        elif status == "finished" and keep == "last" and rows:  # scored each epoch; nothing chosen on it
+            out["test"] = {"split": split, **{k: rows[-1][k] for k in ("top1", "top5")}, "loss": rows[-1]["val_loss"]}
+        return out
+
+    def _score_kept(self, keep: str, split: str) -> dict:
+        from squeezelab.data import load_dataset
+        from squeezelab.engine.data_io import eval_loader
+        from squeezelab.models import create_model
+        from squeezelab.weights import load_into, load_weights
+
+        d, m = self.cfg.data, self.cfg.model
+        data = load_dataset(d.dataset, d.data_dir, split, **self.data_args)
+        model, best = self.raw_model, self.run_dir / "best.safetensors"
+        if keep == "best" and best.exists():  # a plain model: the run's may carry pruning / sharing hooks
+            model = load_into(create_model(m.name, num_classes=m.num_classes, **dict(m.options)), load_weights(best))
+            model = model.to(self.device)
+            model = model.to(memory_format=torch.channels_last) if self.opts.channels_last else model
+        loader = eval_loader(data, d.eval_batch_size or 2 * d.batch_size, self.device, runtime.DistInfo())
+        r = evaluate(model, loader, self.preset, self.device, amp=self.opts.amp_dtype,
+                     channels_last=self.opts.channels_last)
+        return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "n": r["n"]}
 
 
 # Keys a resumed run may change: where things are and how long or fast it runs, not what it trains.
@@ -372,6 +409,10 @@ def _warn_about_schedule(cfg: RunConfig, main: bool) -> None:
     """Settings that run but train nothing useful get a word (configs/cifar10_small_best.yaml with
     train.epochs=1 warmed up for the whole run and ended at chance)."""
     s, epochs = cfg.schedule, cfg.train.epochs
+    if main and cfg.train.select == "best" and _test_split(cfg) is None:
+        log(f"note: no validation split (data.val_fraction 0): best.safetensors is chosen on the "
+            f"{_val_split(cfg)} split, which is also where it is scored (optimistic); set data.val_fraction "
+            f"(e.g. 0.1) to select on validation, or train.select=last")
     if main and s.warmup_epochs >= epochs:
         log(f"warning: the lr warmup (schedule.warmup_epochs {s.warmup_epochs:g}) takes the whole run "
             f"(train.epochs {epochs}): the learning rate reaches optim.lr {cfg.optim.lr:g} only at the end, if at "
@@ -386,6 +427,18 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _test_split(cfg: RunConfig) -> str | None:
+    """The split a finished run's kept weights are scored on, or None when the per-epoch split is
+    already the test split (no validation split carved out)."""
+    d = cfg.data
+    if d.val_fraction > 0 or d.split_scheme == "pooled":
+        return "test"
+    from squeezelab.data.registry import get_spec
+
+    heldout = get_spec(d.dataset).heldout
+    return heldout if d.val_split and d.val_split != heldout else None
 
 
 def _val_split(cfg: RunConfig) -> str:
