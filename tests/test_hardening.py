@@ -135,7 +135,7 @@ def test_selection_on_validation_reports_the_kept_weights_test_score(tmp_path, c
     assert scored["top1"] == pytest.approx(sel["test"]["top1"]) and scored["n"] == 360
 
     assert main(["train", str(recipe), "--no-progress", "--run-dir", str(tmp_path / "test")]) == 0
-    assert "best.safetensors is chosen on the test split" in capsys.readouterr().err
+    assert "best.safetensors was chosen on the test split" in capsys.readouterr().err
     sel = json.loads((tmp_path / "test" / "summary.json").read_text())["selection"]
     assert sel["selected_on"].startswith("test (optimistic") and sel["test"] is None
 

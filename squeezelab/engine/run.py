@@ -44,8 +44,9 @@ class Run:
 
     @classmethod
     def start(cls, cfg: RunConfig, *, resume: Path | None = None, progress: bool = True) -> "Run":
-        if cfg.train.epochs < 1:
-            raise ConfigError(f"train.epochs: must be >= 1 to train, got {cfg.train.epochs}")
+        if cfg.train.epochs < 1 and not (cfg.prune.enabled or cfg.share.enabled):  # 0: apply them, train nothing
+            raise ConfigError(f"train.epochs: must be >= 1 to train (0 only applies a prune / share section), "
+                              f"got {cfg.train.epochs}")
         self = cls()
         self.info = runtime.dist_info_from_env()
         self.device = runtime.choose_device(cfg.train.device, self.info.local_rank)
@@ -339,6 +340,10 @@ class Run:
                    "stopped_early": self.state.stopped_early, "selection": self._selection(status, rows),
                    "seconds": round(time.perf_counter() - t0, 2), "error": error}
         runtime.atomic_write_json(self.run_dir / "summary.json", summary)
+        if status == "finished" and self.cfg.train.select == "best" and _test_split(self.cfg) is None:
+            log(f"note: no validation split (data.val_fraction 0): best.safetensors was chosen on the "
+                f"{_val_split(self.cfg)} split, which is also where it is scored (optimistic); set "
+                f"data.val_fraction (e.g. 0.1) to select on validation, or train.select=last")
 
     def _selection(self, status: str, rows: list[dict]) -> dict:
         """What the run kept, what chose it, and its score on the test split when the per-epoch split
@@ -409,10 +414,6 @@ def _warn_about_schedule(cfg: RunConfig, main: bool) -> None:
     """Settings that run but train nothing useful get a word (configs/cifar10_small_best.yaml with
     train.epochs=1 warmed up for the whole run and ended at chance)."""
     s, epochs = cfg.schedule, cfg.train.epochs
-    if main and cfg.train.select == "best" and _test_split(cfg) is None:
-        log(f"note: no validation split (data.val_fraction 0): best.safetensors is chosen on the "
-            f"{_val_split(cfg)} split, which is also where it is scored (optimistic); set data.val_fraction "
-            f"(e.g. 0.1) to select on validation, or train.select=last")
     if main and s.warmup_epochs >= epochs:
         log(f"warning: the lr warmup (schedule.warmup_epochs {s.warmup_epochs:g}) takes the whole run "
             f"(train.epochs {epochs}): the learning rate reaches optim.lr {cfg.optim.lr:g} only at the end, if at "
