@@ -144,3 +144,11 @@ def test_selection_on_validation_reports_the_kept_weights_test_score(tmp_path, c
     summary = json.loads((tmp_path / "last" / "summary.json").read_text())
     assert not (tmp_path / "last" / "best.safetensors").exists()
     assert summary["selection"]["test"]["top1"] == summary["final"]["top1"] and summary["selection"]["epoch"] == 3
+
+
+def test_transfer_input_too_small_for_the_network_is_one_line(capsys):
+    from pathlib import Path
+
+    sqz = Path(__file__).resolve().parents[1] / "results" / "squeezenet1_0_imagenet_6bit.sqz"  # ours, committed
+    cli_one_line_error(capsys, ["transfer", "--weights", str(sqz), "--dataset", "digits", "--input-size", "8",
+                                "--mode", "linear", "--epochs", "1"], "--input-size 8 is too small")

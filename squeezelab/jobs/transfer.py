@@ -180,6 +180,7 @@ def run_transfer(weights, train_set, test_set, cfg: TransferConfig, feature_cach
     num_classes = train_set.num_classes
     device = choose_device(cfg.device, where="--device")
     model = build_backbone(weights, pretrained=cfg.mode != "scratch").to(device)
+    _check_input_size(model, cfg.input_size, device)
     train, test = (train_set.images, train_set.labels), (test_set.images, test_set.labels)
     if cfg.mode in FROZEN_MODES:
         return _run_frozen(model, train, test, preset, num_classes, cfg, feature_cache)
@@ -189,6 +190,23 @@ def run_transfer(weights, train_set, test_set, cfg: TransferConfig, feature_cach
     body_lr = cfg.lr if cfg.mode == "scratch" else cfg.lr / 10  # keep pretrained features close to where they were
     groups = [{"params": body, "base_lr": body_lr}, {"params": head, "base_lr": cfg.lr}]
     return {"mode": cfg.mode, "feature_s": 0.0, **train_and_evaluate(model, train, test, preset, cfg, groups)}
+
+
+def _check_input_size(model: torch.nn.Module, size: int, device) -> None:
+    """One image through the network first: too small an --input-size for its pools and strides is a
+    one-line error here, not a traceback after the features of a whole dataset."""
+    from squeezelab.errors import ConfigError
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device))
+    except RuntimeError as err:
+        raise ConfigError(f"--input-size {size} is too small for this network ({str(err).splitlines()[0]}); "
+                          f"try 64 or more") from None
+    finally:
+        model.train(was)
 
 
 def _run_frozen(model, train, test, preset, num_classes: int, cfg: TransferConfig, cache: dict | None) -> dict:
