@@ -25,7 +25,8 @@ def test_train_writes_a_complete_run_folder_and_eval_reads_it(tmp_path, capsys):
     assert cfg.model.num_classes == 10 and cfg.data.preset == "digits"  # resolved
     env = json.loads((run / "environment.json").read_text())
     assert {"git_commit", "versions", "device", "torch_threads", "resolved"} <= set(env)
-    assert env["device"]["type"] == "cpu" and env["device"]["name"] and isinstance(env["device"]["native_bf16"], bool)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"  # train.device auto: the suite runs on GPUs too
+    assert env["device"]["type"] == expected and env["device"]["name"] and isinstance(env["device"]["native_bf16"], bool)
     assert env["resolved"]["amp"] == "off"  # the tiny recipe's train.amp
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
