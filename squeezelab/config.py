@@ -138,7 +138,7 @@ class ScheduleConfig:
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
     patience: int | None = bound(None, ge=1)  # None: off. Epochs without top-5 improvement before stopping
-    top5_threshold: float = bound(0.0, ge=0.0, le=1.0)  # counting starts once val top-5 (a fraction) reaches this
+    top5_threshold: float = bound(0.0, ge=0.0, le=1.0)  # counting starts once the best val top-5 (a fraction) reaches this
 
 
 AmpChoice = Literal["auto", "bf16", "fp16", "off"]

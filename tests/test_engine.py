@@ -107,9 +107,15 @@ def test_early_stopping_rule_of_report_000():
     for top5 in [0.3, 0.5, 0.45, 0.48, 0.72, 0.71, 0.70, 0.73, 0.72, 0.72]:
         best, bad, stop = early_stopping(best, bad, top5, patience=2, threshold=0.6)
         history.append(stop)
-    # 0.45/0.48 are below the threshold (not counted); 0.71, 0.70 -> stop at the 7th epoch
+    # 0.45/0.48: the best (0.5) is below the threshold (not counted); after 0.72, 0.71 and 0.70 -> stop at epoch 7
     assert history.index(True) == 6
     assert early_stopping(0.9, 5, 0.1, None, 0.0) == (0.9, 5, False)  # patience None: off
+    # once the best has reached the threshold, epochs below it count too (report 000's SN_lr1: best top-5
+    # 79.41%, later epochs under 79%, stopped 50 epochs after the best)
+    best, bad = 0.7941, 0
+    for epoch in range(50):
+        best, bad, stop = early_stopping(best, bad, 0.78, patience=50, threshold=0.79)
+        assert stop == (epoch == 49)
 
 
 # ------------------------------------------------------------------------------------ metrics

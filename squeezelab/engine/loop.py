@@ -134,11 +134,12 @@ def _nan_error(step: int, value: float) -> TrainingError:
 
 def early_stopping(best_top5: float, bad_epochs: int, top5: float, patience: int | None,
                    threshold: float) -> tuple[float, int, bool]:
-    """Report 000's rule: stop after ``patience`` epochs without a new best val top-5, counting only
-    epochs whose top-5 (a fraction) has reached ``threshold``. -> (best_top5, bad_epochs, stop)."""
+    """Report 000's rule: once the best val top-5 (a fraction) has reached ``threshold``, stop after
+    ``patience`` epochs in a row without a new best (their SN_lr1: best top-5 79.41% at epoch 95,
+    stopped at 146 with patience 50 and threshold 0.79). -> (best_top5, bad_epochs, stop)."""
     if top5 > best_top5:
         return top5, 0, False
-    if patience is None or top5 < threshold:
+    if patience is None or best_top5 < threshold:
         return best_top5, bad_epochs, False
     return best_top5, bad_epochs + 1, bad_epochs + 1 >= patience
 
