@@ -148,7 +148,7 @@ def _register_bench(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="auto", choices=AMP_CHOICES)
     p.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
-    p.add_argument("--workers", type=argtypes.integer(0, 256), default=None, help="naive DataLoader workers (default: min(2, cpus))")
+    p.add_argument("--workers", type=argtypes.integer(0, 256), default=None, help="naive DataLoader workers (default: the cores this process may use)")
     p.add_argument("--threads", type=argtypes.THREADS, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (the naive one stays eager)")
     p.add_argument("--json", action="store_true")
