@@ -151,7 +151,7 @@ class TrainConfig:
     label_smoothing: float = bound(0.0, ge=0.0, le=1.0)
     amp: AmpChoice = "auto"  # auto: bf16, fp16 or fp32 by hardware (runtime.resolve_amp)
     channels_last: Literal["auto", "on", "off"] = "auto"
-    compile: bool = False  # torch.compile (opt-in: compile time dominates short runs)
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile; auto: on CUDA only (runtime.resolve_compile)
     sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics over all processes' batches
     seed: int = bound(0, ge=0, le=2**32 - 1)  # numpy takes seeds in [0, 2^32)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -569,5 +569,6 @@ def config_hash(cfg: RunConfig, length: int = 6) -> str:
             data[section].pop(key, None)
     if data["train"].get("select") == "best":
         data["train"].pop("select")
+    data["train"]["compile"] = {"on": True, "off": False}.get(data["train"].get("compile"), data["train"].get("compile"))
     blob = json.dumps(data, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:length]

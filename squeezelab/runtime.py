@@ -203,6 +203,15 @@ def resolve_channels_last(channels_last: str, device: torch.device) -> bool:
     return True
 
 
+def resolve_compile(compile: str, device: torch.device) -> bool:
+    """``auto``: torch.compile on CUDA, eager on CPU. Measured: on one H100 the Tiny ImageNet 64 px recipe
+    trained 1.4x faster compiled (13.4k -> 18.9k img/s, 40 epochs 316 -> 250 s, issue 13); on both our
+    2-core CPUs compiling made SqueezeNet 1.1 training slower (575 vs 1,365 img/s at 64 px in bf16)."""
+    if compile != "auto":
+        return compile == "on"
+    return device.type == "cuda"
+
+
 # --------------------------------------------------------------------------------------------
 # Distributed (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK).
 # --------------------------------------------------------------------------------------------

@@ -152,3 +152,15 @@ def test_transfer_input_too_small_for_the_network_is_one_line(capsys):
     sqz = Path(__file__).resolve().parents[1] / "results" / "squeezenet1_0_imagenet_6bit.sqz"  # ours, committed
     cli_one_line_error(capsys, ["transfer", "--weights", str(sqz), "--dataset", "digits", "--input-size", "8",
                                 "--mode", "linear", "--epochs", "1"], "--input-size 8 is too small")
+
+
+def test_compile_auto_is_on_for_cuda_only_and_booleans_still_read(tmp_path):
+    from squeezelab import runtime
+    from squeezelab.config import load_config
+
+    recipe = digits_recipe(tmp_path)
+    assert load_config(recipe).train.compile == "auto"
+    assert load_config(recipe, ["train.compile=true"]).train.compile == "on"  # older recipes said true/false
+    assert load_config(recipe, ["train.compile=false"]).train.compile == "off"
+    assert runtime.resolve_compile("auto", torch.device("cuda")) and not runtime.resolve_compile("auto", torch.device("cpu"))
+    assert runtime.resolve_compile("on", torch.device("cpu")) and not runtime.resolve_compile("off", torch.device("cuda"))

@@ -32,6 +32,7 @@ class StepOptions:
     max_steps: int | None = None  # global cap on optimizer steps
     check_every: int = 25  # steps between host syncs that check the loss is finite
     scaler: torch.amp.GradScaler | None = None  # fp16 only (runtime.needs_grad_scaler)
+    compile: bool = False  # the model is wrapped in torch.compile (runtime.resolve_compile)
     # Objects with before_step(step) / before_update() / after_update(), called before each step's
     # forward pass, between backward and the optimizer step, and after it (e.g. pruning masks).
     hooks: tuple = ()

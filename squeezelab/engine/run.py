@@ -57,7 +57,8 @@ class Run:
         amp_dtype = runtime.resolve_amp(cfg.train.amp, self.device)
         scaler = torch.amp.GradScaler(self.device.type) if runtime.needs_grad_scaler(amp_dtype) else None
         self.opts = StepOptions(amp_dtype, runtime.resolve_channels_last(cfg.train.channels_last, self.device),
-                                cfg.train.grad_clip, cfg.train.max_steps, scaler=scaler)
+                                cfg.train.grad_clip, cfg.train.max_steps, scaler=scaler,
+                                compile=runtime.resolve_compile(cfg.train.compile, self.device))
         runtime.seed_everything(cfg.train.seed)
         resumed = self._read_resume(resume)
         self.resuming = resumed is not None
@@ -193,7 +194,7 @@ class Run:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.raw_model, device_ids=ids)
-        if self.cfg.train.compile:
+        if self.opts.compile:
             self.model = torch.compile(self.model)
 
     def _open_run_dir(self, resume: Path | None, fresh: bool) -> Path:
@@ -213,7 +214,7 @@ class Run:
         if self.info.is_main:
             runtime.atomic_write_text(run_dir / "config.yaml", dump_config(self.cfg))
             resolved = {"device": str(self.device), "amp": str(self.opts.amp_dtype or "off"),
-                        "channels_last": self.opts.channels_last, "compile": self.cfg.train.compile}
+                        "channels_last": self.opts.channels_last, "compile": self.opts.compile}
             runtime.atomic_write_json(run_dir / "environment.json",
                                       runtime.environment_record(self.device, self.info, resolved))
             self._save("last.safetensors", None)  # a good checkpoint exists before the first step
