@@ -20,36 +20,23 @@ from tests.helpers import TINY, digits_recipe
 # ------------------------------------------------------------------------------ CLI options
 
 
-def _numeric_options() -> list[tuple[list[str], argparse.Action]]:
-    """(subcommand path, action) for every option whose type is one of cli/args.py's."""
-    found = []
-
-    def walk(parser, path):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, path + [name])
-            elif getattr(action.type, "__name__", None) in ("integer", "number") and action.option_strings:
-                found.append((path, parser, action))
-    walk(build_parser(), [])
-    return found
+def _actions(parser=None, path=()):
+    """(subcommand path, parser, action) for every option of every subcommand."""
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, (*path, name))
+        else:
+            yield list(path), parser, action
 
 
-OPTIONS = _numeric_options()
+OPTIONS = [(p, parser, a) for p, parser, a in _actions()
+           if getattr(a.type, "__name__", None) in ("integer", "number") and a.option_strings]
 
 
 def test_every_int_or_float_option_uses_a_checked_type():
     """A plain type=int / type=float lets 0, -1 or nan through to torch: none may remain."""
-    plain = []
-
-    def walk(parser, path):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, path + [name])
-            elif action.type in (int, float):
-                plain.append(" ".join(path + action.option_strings[:1]))
-    walk(build_parser(), [])
+    plain = [" ".join(p + a.option_strings[:1]) for p, _, a in _actions() if a.type in (int, float)]
     assert not plain
     assert len(OPTIONS) >= 25
 
