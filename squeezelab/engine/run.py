@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from squeezelab import runtime
-from squeezelab.config import RunConfig, dump_config, config_to_dict
+from squeezelab.config import RunConfig, config_from_dict, config_to_dict, dump_config
 from squeezelab.weights import checkpoint as ckpt
 from squeezelab.engine.loop import RunState, StepOptions, early_stopping, evaluate, train_one_epoch
 from squeezelab.engine.metrics import MetricsLog, Progress, log
@@ -203,14 +203,15 @@ class Run:
                 raise ConfigError(f"{resume} is a finished run; it is never overwritten (start a new run)")
             if self.info.is_main:
                 runtime.remove_stale_temps(resume)
-            if self.info.is_main:  # e.g. train.epochs raised: the folder says what the run now is
-                runtime.atomic_write_text(resume / "config.yaml", dump_config(self.cfg))
-            if not fresh:
+            if not fresh:  # (a fresh start in place writes everything below)
+                if self.info.is_main:  # e.g. train.epochs raised: the folder says what the run now is
+                    runtime.atomic_write_text(resume / "config.yaml", dump_config(self.cfg))
                 return resume
-        if resume is None:
+            run_dir = resume
+        else:
             name = str(runtime.new_run_dir(self.cfg)) if self.info.is_main else None
-            resume = Path(runtime.broadcast_str(name, self.info))
-        run_dir = self.run_dir = resume
+            run_dir = Path(runtime.broadcast_str(name, self.info))
+        self.run_dir = run_dir
         if self.info.is_main:
             runtime.atomic_write_text(run_dir / "config.yaml", dump_config(self.cfg))
             resolved = {"device": str(self.device), "amp": str(self.opts.amp_dtype or "off"),
@@ -395,6 +396,10 @@ def _check_resume_config(run_dir: Path, cfg: RunConfig, resumed) -> None:
     before = resumed.meta.get("config") if resumed is not None else None
     if before is None:
         return
+    try:  # through today's dataclasses: keys added since take their defaults, old spellings today's
+        before = config_to_dict(config_from_dict(before))
+    except ConfigError:
+        pass
     old, new = _flatten(before), _flatten(config_to_dict(cfg))
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     fixed = [k for k in changed if not k.startswith(RESUMABLE_CHANGES)]
