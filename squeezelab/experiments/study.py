@@ -233,13 +233,15 @@ def _published(raw: object) -> dict | None:
 
 
 def _validate_trials(study: Study, extra: dict) -> None:
-    """Build the config of every choice once, so a bad key or value fails before any trial runs."""
+    """Build the config and the model (on the meta device) of every choice once, so that a bad key,
+    value or model option fails before any trial runs."""
+    from squeezelab.experiments.measure import measure
+
     sample = {k: (v if isinstance(v, list) else [v["low"], v["high"]]) for k, v in study.space.items()}
-    probe = Trial({}, study.seeds[0])
-    study.config(probe, extra)
+    measure(study.config(Trial({}, study.seeds[0]), extra))
     for key, values in sample.items():
         for value in values:
             try:
-                study.config(Trial({key: value}, study.seeds[0]), extra)
+                measure(study.config(Trial({key: value}, study.seeds[0]), extra))
             except ConfigError as err:
                 raise ConfigError(f"space.{key}={value!r}: {err}") from None
