@@ -57,14 +57,14 @@ def _sweep(args) -> int:
 def _print_plan(study, rows: list[dict]) -> None:
     kind = "grid" if study.sampler == "grid" else f"{study.sampler}, {study.n_trials} trials x {len(study.seeds)} seeds"
     print(f"{study.name} ({study.scale}, {kind}): base {study.base}")
-    print(f"{'trial':<40}{'params':>12}{'MB fp32':>10}{'MFLOPs':>10}{'epochs':>7}{'cost TFLOP':>12}  note")
+    print(f"{'trial':<40}{'params':>12}{'MB fp32':>10}{'MFLOPs':>10}{'epochs':>7}{'cost GFLOP':>12}  note")
     total = 0.0
     for r in rows:
         note = f"pruned: {r['pruned']}" if r["pruned"] else ""
         total += 0 if r["pruned"] else r["cost_flops"]
         print(f"{r['name']:<40}{r['params']:>12,}{r['size_mb']:>10.3f}{r['flops'] / 1e6:>10.1f}{r['epochs']:>7}"
-              f"{r['cost_flops'] / 1e12:>12.4f}  {note}")
+              f"{r['cost_flops'] / 1e9:>12.3f}  {note}")
     per = rows[0]["cost_per"] if rows else "training image"
     runs = len(rows) if study.sampler == "grid" else study.n_trials * len(study.seeds)
-    print(f"{runs} runs; estimated cost: {total / 1e12:.4f} TFLOP per {per} (3 x forward FLOPs x epochs)"
+    print(f"{runs} runs; estimated cost: {total / 1e9:,.1f} GFLOP per {per} (3 x forward FLOPs x epochs)"
           + ("" if study.sampler == "grid" else " summed over the listed choices"))

@@ -18,6 +18,7 @@ from squeezelab import runtime
 from squeezelab.errors import ConfigError
 from squeezelab.experiments import stats
 from squeezelab.experiments.store import load_runs
+from squeezelab.experiments.study import VARIANT
 
 
 @dataclass
@@ -28,7 +29,8 @@ class Variant:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k.split('.')[-1]}={v}" for k, v in self.params.items()) or "base"
+        return ", ".join(str(v) if k == VARIANT else f"{k.split('.')[-1]}={v}" for k, v in self.params.items()) \
+            or "base"
 
     def values(self, metric: str) -> dict[int, float | None]:
         """seed -> best val metric (None: the run did not finish)."""
@@ -43,7 +45,8 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
     keys, seed_key = list(meta["space"]), meta["seeds"]["key"]
     variants: dict[str, Variant] = {}
     for rec in load_runs(study_dir):
-        params = {k: rec.get(f"config.{k}") for k in keys}
+        params = {k: _named(rec, meta.get("variants") or {}) if k == VARIANT else rec.get(f"config.{k}")
+                  for k in keys}
         v = variants.setdefault(json.dumps(params, sort_keys=True), Variant(params))
         v.runs.append({**rec, "seed": rec.get(f"config.{seed_key}")})
     ordered = sorted(variants.values(), key=lambda v: [_order(meta["space"][k], v.params[k]) for k in keys])
@@ -52,8 +55,18 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
     return meta, ordered
 
 
+def _named(rec: dict, named: dict[str, dict]) -> str | None:
+    """The named variant a run is: the one whose overrides its config holds, the most specific first
+    (a baseline with no overrides matches every run). Read from the run's config: folders are the truth."""
+    hits = [(len(over), name) for name, over in named.items()
+            if all(_same(rec.get(f"config.{k}"), v) for k, v in over.items())]
+    return max(hits)[1] if hits else None
+
+
 def _order(domain, value):
-    return domain.index(value) if isinstance(domain, list) and value in domain else value
+    if isinstance(domain, list) and value in domain:
+        return (0, domain.index(value), "")
+    return (1, value if isinstance(value, (int, float)) else 0, str(value))
 
 
 def _measure_run(run: Path) -> dict:
@@ -81,8 +94,8 @@ def variant_rows(meta: dict, variants: list[Variant]) -> list[dict]:
 def _published(pub: dict | None, v: Variant) -> dict | None:
     if not pub:
         return None
-    rec = v.runs[0]
-    for row in pub["rows"]:
+    rec = {**v.runs[0], **({f"config.{VARIANT}": v.params[VARIANT]} if VARIANT in v.params else {})}
+    for row in pub["rows"]:  # match: config keys, or the named variant ({variant: SN_lr1})
         if all(_same(rec.get(f"config.{k}"), want) for k, want in row["match"].items()):
             return {k: row.get(k) for k in ("top1", "top5", "size_mb", "note")}
     return None

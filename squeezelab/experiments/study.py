@@ -34,9 +34,11 @@ from squeezelab.errors import ConfigError
 
 SCALES = ("smoke", "cpu", "full")
 SAMPLERS = ("grid", "random", "tpe")
-TOP_KEYS = ("name", "description", "base", "set", "sampler", "n_trials", "metric", "seeds", "space", "constraints",
+TOP_KEYS = ("name", "description", "base", "set", "sampler", "n_trials", "metric", "seeds", "variants", "space",
+            "constraints",
             "scales", "published", "labels")
-SCALE_KEYS = ("base", "set", "seeds", "space", "n_trials", "note")
+SCALE_KEYS = ("base", "set", "seeds", "variants", "space", "n_trials", "note")
+VARIANT = "variant"  # the search dimension over named variants (each a set of overrides)
 CONSTRAINT_KEYS = ("max_params", "max_flops", "max_size_mb")
 METRICS = ("top1", "top5")
 # Config keys holding paths: in a study file they are relative to the study file (as `base` is).
@@ -70,7 +72,8 @@ class Study:
     metric: str
     seed_key: str
     seeds: tuple[int, ...]
-    space: dict[str, Any]  # key -> list of choices, or {low, high, log} (random / tpe)
+    space: dict[str, Any]  # key -> list of choices, or {low, high, log} (random / tpe); "variant" first
+    variants: dict[str, dict[str, Any]]  # name -> overrides (empty: no named variants)
     n_trials: int | None
     constraints: dict[str, float]
     published: dict | None
@@ -83,8 +86,11 @@ class Study:
         return [Trial(dict(zip(keys, values)), seed) for values in combos for seed in self.seeds]
 
     def config(self, trial: Trial, extra: dict[str, Any] | None = None) -> RunConfig:
-        """The trial's validated training config (base + scale overrides + params + seed + extra)."""
-        return build_config(self.base, {**self.overrides, **(extra or {}), **trial.params,
+        """The trial's validated training config: base + overrides (study, scale, --set) + the named
+        variant's overrides + the searched params + the seed."""
+        params = dict(trial.params)
+        named = self.variants.get(params.pop(VARIANT, None), {})
+        return build_config(self.base, {**self.overrides, **(extra or {}), **named, **params,
                                         self.seed_key: trial.seed})
 
     @property
@@ -129,7 +135,9 @@ def _assemble(path: Path, raw: dict, scale: str, sc: dict) -> Study:
     if metric not in METRICS:
         raise ConfigError(f"metric: expected one of {', '.join(METRICS)}, got {metric!r}")
     seed_key, seeds = _seeds(raw.get("seeds"), sc.get("seeds"))
-    space = _space(sc.get("space", raw.get("space")) or {}, sampler)
+    variants = _variants(raw.get("variants"), sc.get("variants"), here)
+    space = {**({VARIANT: list(variants)} if variants else {}),
+             **_space(sc.get("space", raw.get("space")) or {}, sampler)}
     n_trials = sc.get("n_trials", raw.get("n_trials"))
     if sampler != "grid" and (not isinstance(n_trials, int) or n_trials < 1):
         raise ConfigError(f"n_trials: the {sampler} sampler needs a positive integer, got {n_trials!r}")
@@ -137,9 +145,9 @@ def _assemble(path: Path, raw: dict, scale: str, sc: dict) -> Study:
                                here)
     resolved = {"name": raw.get("name") or path.stem, "scale": scale, "base": str(base_path),
                 "set": overrides, "sampler": sampler, "metric": metric, "seeds": {"key": seed_key, "values": seeds},
-                "space": space, "n_trials": n_trials, "constraints": _constraints(raw.get("constraints"))}
+                "space": space, "variants": variants, "n_trials": n_trials, "constraints": _constraints(raw.get("constraints"))}
     return Study(name=resolved["name"], path=path, scale=scale, base=base_path, overrides=overrides,
-                 sampler=sampler, metric=metric, seed_key=seed_key, seeds=tuple(seeds), space=space,
+                 sampler=sampler, metric=metric, seed_key=seed_key, seeds=tuple(seeds), space=space, variants=variants,
                  n_trials=n_trials if sampler != "grid" else None, constraints=resolved["constraints"],
                  published=_published(raw.get("published")), raw=resolved)
 
@@ -210,6 +218,16 @@ def _space(space: object, sampler: str) -> dict[str, Any]:
             what = "a non-empty list of choices" + ("" if sampler == "grid" else " or {low, high, log}")
             raise ConfigError(f"space.{key}: expected {what}, got {dom!r}")
     return out
+
+
+def _variants(raw: object, keep: object, here: Path) -> dict[str, dict]:
+    """``variants: {name: {key: value}}``, optionally cut to the names a scale lists (in its order)."""
+    variants = {str(k): _resolve_paths(_mapping(v, f"variants.{k}"), here) for k, v in _mapping(raw, "variants").items()}
+    if keep is None:
+        return variants
+    if not isinstance(keep, list) or not keep or any(k not in variants for k in keep):
+        raise ConfigError(f"variants: a scale lists names of the study's variants ({', '.join(variants)}), got {keep!r}")
+    return {k: variants[k] for k in keep}
 
 
 def _constraints(raw: object) -> dict[str, float]:

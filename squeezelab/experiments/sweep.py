@@ -34,7 +34,7 @@ from squeezelab import runtime
 from squeezelab.config import dump_config
 from squeezelab.errors import ConfigError
 from squeezelab.experiments.measure import measure, violations
-from squeezelab.experiments.study import Study, Trial
+from squeezelab.experiments.study import VARIANT, Study, Trial
 
 DONE = ("COMPLETE", "PRUNED")  # Optuna states of a point that is finished for good
 
@@ -141,9 +141,11 @@ def prepare_folder(study: Study, out: Path) -> None:
 
 
 def trial_name(study: Study, trial: Trial, slot: int | None = None) -> str:
-    """``sr-0.5_seed-1``: the last part of each searched key (the full key where two clash)."""
+    """``sr-0.5_seed-1``: the last part of each searched key (the full key where two clash); a named
+    variant by its name alone (``poly_seed-0``)."""
     short = [k.split(".")[-1] for k in trial.params]
-    parts = [f"{s if short.count(s) == 1 else k}-{v}" for s, k, v in zip(short, trial.params, trial.params.values())]
+    parts = [str(v) if k == VARIANT else f"{s if short.count(s) == 1 else k}-{v}"
+             for s, k, v in zip(short, trial.params, trial.params.values())]
     prefix = [] if slot is None else [f"t{slot:03d}"]
     name = "_".join(prefix + parts + [f"seed-{trial.seed}"])
     return re.sub(r"[^A-Za-z0-9_.+-]+", "-", name)
