@@ -144,7 +144,8 @@ def figure_size(rows: list[dict], title: str) -> bytes:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for metric, marker in (("top1", "o"), ("top5", "s")):
-        pts = [(r["size_mb"], r[metric]) for r in rows if not isinstance(r[metric]["mean"], stats.NA)]
+        pts = sorted(((r["size_mb"], r[metric]) for r in rows if not isinstance(r[metric]["mean"], stats.NA)),
+                     key=lambda p: p[0])  # a line from the smallest model to the largest
         xs = [x for x, _ in pts]
         ys = [100 * d["mean"] for _, d in pts]
         err = [[100 * (d["mean"] - d["ci95"][0]) if isinstance(d["ci95"], tuple) else 0 for _, d in pts],
@@ -156,6 +157,7 @@ def figure_size(rows: list[dict], title: str) -> bytes:
                         xytext=(4, -12), fontsize=7)
     ax.set_xlabel("model size (MB, fp32)")
     ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)  # a t interval over 2-3 seeds can reach past 0 or 100: show the possible range
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -182,6 +184,7 @@ def figure_curves(variants: list[Variant], title: str) -> bytes:
         mean = [sum(c) / len(c) for c in cols]
         line, = ax.plot(epochs, mean, marker=".", label=f"{v.label} ({len(curves)} seeds)")
         ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.2, color=line.get_color())
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("val top-1 (%)")
     ax.set_title(title, fontsize=10)
