@@ -114,6 +114,43 @@ def test_sweep_runs_prunes_resumes_and_the_store_reads_it(tmp_path, capsys):
     assert sorted(r["train.seed"] for r in rows) == ["0", "1"] and all(r["status"] == "finished" for r in rows)
 
 
+@pytest.mark.slow  # 4 processes importing torch: ~30 s on a quiet 2-core machine, minutes on a busy one
+def test_two_worker_processes_share_the_grid(tmp_path, capsys):
+    """--workers 2: two processes of the same command on one SQLite study; each point runs once."""
+    path = write_study(tmp_path)
+    out = tmp_path / "st"
+    assert main(["sweep", str(path), "-o", str(out), "--workers", "2", "--set", "train.threads=1"]) == 0
+    from squeezelab.experiments.store import load_runs
+
+    runs = load_runs(out)
+    assert sorted(r["config.model.options.sr"] for r in runs) == [0.25, 1.0]
+    assert all(r["status"] == "finished" and r["epochs"] == 1 for r in runs)
+    logs = sorted(p.name for p in (out / "logs").glob("*.log"))
+    assert logs == ["sr-0.25_seed-0.log", "sr-1.0_seed-0.log"]
+    for log in (out / "logs").glob("*.log"):
+        assert log.read_text().count("epoch 1/1") == 1  # trained once, by one of the workers
+
+
+def test_tpe_samples_a_float_and_a_choice_and_runs_every_seed(tmp_path, capsys):
+    space = {"optim.lr": {"low": 5e-4, "high": 5e-3, "log": True}, "model.options.sr": [0.25, 0.5]}
+    path = write_study(tmp_path, sampler="tpe", n_trials=1, seeds={"values": [0, 1]}, space=space)
+    out = tmp_path / "st"
+    assert main(["sweep", str(path), "-o", str(out), "--set", "train.threads=1"]) == 0
+    log = capsys.readouterr().out
+    assert "[1/1] t000_sr-" in log and "_lr-" in log and "1 complete" in log, log
+    from squeezelab.experiments.store import load_runs
+
+    runs = load_runs(out)
+    assert len(runs) == 2 and sorted(r["config.train.seed"] for r in runs) == [0, 1]
+    # the sampled variant runs under each seed with the same params
+    assert len({(r["config.optim.lr"], r["config.model.options.sr"]) for r in runs}) == 1
+    assert 5e-4 <= runs[0]["config.optim.lr"] <= 5e-3 and runs[0]["config.model.options.sr"] in (0.25, 0.5)
+    # --set is part of the study's identity: without it, the folder holds another study
+    cli_one_line_error(capsys, ["sweep", str(path), "-o", str(out)], "holds another study")
+    assert main(["sweep", str(path), "-o", str(out), "--set", "train.threads=1"]) == 0
+    assert "this worker: ran 0" in capsys.readouterr().out
+
+
 def test_a_changed_study_refuses_the_old_folder(tmp_path, capsys):
     path = write_study(tmp_path, space={"model.options.sr": [0.25]})
     out = tmp_path / "st"

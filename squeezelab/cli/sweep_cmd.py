@@ -66,5 +66,5 @@ def _print_plan(study, rows: list[dict]) -> None:
               f"{r['cost_flops'] / 1e9:>12.3f}  {note}")
     per = rows[0]["cost_per"] if rows else "training image"
     runs = len(rows) if study.sampler == "grid" else study.n_trials * len(study.seeds)
-    print(f"{runs} runs; estimated cost: {total / 1e9:,.1f} GFLOP per {per} (3 x forward FLOPs x epochs)"
+    print(f"{runs} runs; estimated cost: {total / 1e9:,.3f} GFLOP per {per} (3 x forward FLOPs x epochs)"
           + ("" if study.sampler == "grid" else " summed over the listed choices"))

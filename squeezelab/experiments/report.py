@@ -29,8 +29,11 @@ class Variant:
 
     @property
     def label(self) -> str:
-        return ", ".join(str(v) if k == VARIANT else f"{k.split('.')[-1]}={v}" for k, v in self.params.items()) \
-            or "base"
+        def short(v):  # a sampled float in 4 digits, a value from the study as written
+            return f"{v:.4g}" if isinstance(v, float) and len(str(v)) > 8 else str(v)
+
+        return ", ".join(str(v) if k == VARIANT else f"{k.split('.')[-1]}={short(v)}"
+                         for k, v in self.params.items()) or "base"
 
     def values(self, metric: str) -> dict[int, float | None]:
         """seed -> best val metric (None: the run did not finish)."""

@@ -144,7 +144,7 @@ def trial_name(study: Study, trial: Trial, slot: int | None = None) -> str:
     """``sr-0.5_seed-1``: the last part of each searched key (the full key where two clash); a named
     variant by its name alone (``poly_seed-0``)."""
     short = [k.split(".")[-1] for k in trial.params]
-    parts = [str(v) if k == VARIANT else f"{s if short.count(s) == 1 else k}-{v}"
+    parts = [str(v) if k == VARIANT else f"{s if short.count(s) == 1 else k}-{_short(v)}"
              for s, k, v in zip(short, trial.params, trial.params.values())]
     prefix = [] if slot is None else [f"t{slot:03d}"]
     name = "_".join(prefix + parts + [f"seed-{trial.seed}"])
@@ -152,6 +152,11 @@ def trial_name(study: Study, trial: Trial, slot: int | None = None) -> str:
 
 
 # ------------------------------------------------------------------------------------------- worker
+
+
+def _short(v) -> str:
+    # as written in the study (1.0, 0.125), but a sampled 0.0021438515285302196 as 0.00214385
+    return f"{v:.6g}" if isinstance(v, float) and len(str(v)) > 8 else str(v)
 
 
 def run_worker(study: Study, opts: SweepOptions, log=print) -> dict:
