@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from squeezelab.cli import main
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SHARED_DATA as SHARED
 from tests.helpers import cli_one_line_error
 
 SMOKE = REPO_ROOT / "configs" / "digits_smoke.yaml"
@@ -39,8 +39,11 @@ def test_every_study_file_is_valid_at_every_scale(path, scale):
     from squeezelab.experiments.study import load_study
     from squeezelab.experiments.sweep import plan
 
-    study = load_study(path, scale)
-    rows = plan(study)
+    # data_dir left out: the rest is checked on any machine; the data paths where ../shared/data exists
+    study = load_study(path, scale, {"data.data_dir": None})
+    rows = plan(study, {"data.data_dir": None})
+    if SHARED.is_dir():
+        load_study(path, scale)
     assert rows and all(r["params"] is not None and r["flops"] > 0 for r in rows)
     if study.sampler == "grid":
         assert len(rows) == len(study.trials()) == len(study.seeds) * len(study.trials()) // len(study.seeds)

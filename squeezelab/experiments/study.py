@@ -256,7 +256,11 @@ def _validate_trials(study: Study, extra: dict) -> None:
     from squeezelab.experiments.measure import measure
 
     sample = {k: (v if isinstance(v, list) else [v["low"], v["high"]]) for k, v in study.space.items()}
-    measure(study.config(Trial({}, study.seeds[0]), extra))
+    cfg = study.config(Trial({}, study.seeds[0]), extra)
+    measure(cfg)
+    if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).exists():
+        raise ConfigError(f"data.data_dir not found: {cfg.data.data_dir} (scale {study.scale}; "
+                          f"--set data.data_dir=PATH points it at your copy)")
     for key, values in sample.items():
         for value in values:
             try:

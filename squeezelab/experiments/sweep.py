@@ -222,6 +222,9 @@ def _run_point(study, opts, ostudy, claims, point, key, previous, log, total) ->
         if trial is None:
             return _run_sampled(study, opts, ostudy, otrial, slot, previous, log, total)
         return _run_grid(study, opts, ostudy, otrial, trial, log, total)
+    except KeyboardInterrupt:  # Ctrl-C: free the point now rather than after 3 missed heartbeats
+        ostudy.tell(otrial, state=_state("FAIL"))
+        raise
     finally:
         beat.stop()
 
@@ -342,11 +345,18 @@ def run_trial(cfg, out: Path, name: str) -> dict:
     if runtime.run_status(run_dir) != "finished":
         cmd = _train_command(cfg, run_dir, logs / f"{name}.yaml")
         with open(logs / f"{name}.log", "ab") as fh:
-            subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, check=False)
+            rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                check=False).returncode
     summary = _summary(run_dir)
-    error = summary.get("error") or (None if summary else "no summary.json: the training process died")
+    error = summary.get("error") or (None if summary else f"no summary.json: `squeezelab train` exited {rc}: "
+                                                          f"{_last_line(logs / f'{name}.log')}")
     return {"run": str(run_dir.relative_to(out)), "status": summary.get("status", "failed"),
             "best": summary.get("best") or {}, "error": error, "log": str(logs / f"{name}.log")}
+
+
+def _last_line(path: Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no output)"
 
 
 def _train_command(cfg, run_dir: Path, cfg_path: Path) -> list[str]:
