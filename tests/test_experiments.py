@@ -115,6 +115,10 @@ def test_sweep_runs_prunes_resumes_and_the_store_reads_it(tmp_path, capsys):
     assert main(["runs", "export", str(out), "--csv", str(tmp_path / "runs.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
     assert sorted(r["train.seed"] for r in rows) == ["0", "1"] and all(r["status"] == "finished" for r in rows)
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "Pruned before training" in md and "sr-1.0_seed-1 (params 15,754 > max_params 10,000)" in md
+    assert "| sr=0.25 | 5,674 |" in md and "sr=1.0 |" not in md  # no run folder, no row
 
 
 @pytest.mark.slow  # 4 processes importing torch: ~30 s on a quiet 2-core machine, minutes on a busy one
@@ -152,6 +156,35 @@ def test_tpe_samples_a_float_and_a_choice_and_runs_every_seed(tmp_path, capsys):
     cli_one_line_error(capsys, ["sweep", str(path), "-o", str(out)], "holds another study")
     assert main(["sweep", str(path), "-o", str(out), "--set", "train.threads=1"]) == 0
     assert "this worker: ran 0" in capsys.readouterr().out
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_not_retried(tmp_path, capsys):
+    # 16 training images cannot fill one batch of 32: `squeezelab train` stops with one line, exit 2
+    path = write_study(tmp_path, space={"model.options.sr": [0.5]},
+                       scales={"smoke": {"set": {**FAST, "data.limit": 16}}})
+    out = tmp_path / "st"
+    assert main(["sweep", str(path), "-o", str(out)]) == 1
+    log = capsys.readouterr().out
+    assert "FAILED (no summary.json: `squeezelab train` exited 2: " in log and "larger than the training set" in log
+    assert main(["sweep", str(path), "-o", str(out)]) == 0  # a real failure is not run again
+    assert "ran 0, pruned 0, failed 0" in capsys.readouterr().out
+    assert (out / "logs" / "sr-0.5_seed-0.log").read_text().count("larger than the training set") == 1
+
+
+def test_the_store_index_follows_the_folders(tmp_path):
+    """The index is rebuilt from the folders: a changed summary is read again, a removed run dropped."""
+    import shutil
+
+    from squeezelab.experiments.store import INDEX, load_runs
+
+    a = fake_run(tmp_path, 0.25, 0, [0.3, 0.5])
+    fake_run(tmp_path, 0.5, 0, [0.4])
+    assert [r["best.top1"] for r in load_runs(tmp_path)] == [0.5, 0.4] and (tmp_path / INDEX).is_file()
+    summary = json.loads((a / "summary.json").read_text())
+    summary["best"]["value"] = 0.75
+    (a / "summary.json").write_text(json.dumps(summary) + " ")  # new mtime and size
+    shutil.rmtree(tmp_path / "runs" / "sr-0.5_seed-0")
+    assert [r["best.top1"] for r in load_runs(tmp_path)] == [0.75]
 
 
 def test_a_changed_study_refuses_the_old_folder(tmp_path, capsys):

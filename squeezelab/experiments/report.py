@@ -251,7 +251,7 @@ def _html_table(head: list, rows: list) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
-def _notes(meta: dict, rows: list[dict], metric: str) -> list[str]:
+def _notes(meta: dict, rows: list[dict], metric: str, study_dir: Path) -> list[str]:
     notes = [f"Study {meta['name']} at scale {meta['scale']}: {meta['sampler']} over "
              f"{', '.join(meta['space']) or 'nothing'}; seeds {meta['seeds']['values']} ({meta['seeds']['key']}); "
              f"metric: val {metric} of each run's best epoch."]
@@ -261,6 +261,10 @@ def _notes(meta: dict, rows: list[dict], metric: str) -> list[str]:
         notes.append(f"Published numbers: {pub.get('source', 'see the study file')}, on {pub.get('dataset', '?')}."
                      + (f" Ours are on {ours}: a different dataset, so compare trends, not absolute values."
                         if pub.get("dataset") != ours else ""))
+    pruned = [json.loads(p.read_text()) for p in sorted((study_dir / "pruned").glob("*.json"))]
+    if pruned:
+        notes.append("Pruned before training by the study's constraints: "
+                     + "; ".join(f"{p['trial']} ({p['reason']})" for p in pruned) + ".")
     failed = [p for r in rows for p in r["failed"]]
     if failed:
         notes.append(f"Runs that did not finish (left out of the statistics): {', '.join(failed)}.")
@@ -288,7 +292,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     pngs = {"accuracy_vs_size.png": figure_size(rows, title), "learning_curves.png": figure_curves(variants, title)}
     for name, data in pngs.items():
         runtime.atomic_write_bytes(out / name, data)
-    notes = _notes(meta, rows, metric)
+    notes = _notes(meta, rows, metric, study_dir)
     runtime.atomic_write_text(out / "report.md", _markdown(title, notes, tabs, pngs))
     runtime.atomic_write_text(out / "index.html", _html(title, notes, tabs, pngs))
     return out

@@ -5,6 +5,7 @@ Study folder (``-o DIR``):
     optuna.db          the default storage (SQLite); ``--storage postgresql://...`` for many machines
     runs/<trial>/      one ordinary run folder per (variant, seed): config.yaml, metrics.jsonl, summary.json
     logs/<trial>.yaml  the trial's training config; logs/<trial>.log its output
+    pruned/<trial>.json  a point a constraint pruned before training, with the reason
 
 Each trial trains in a subprocess of ``squeezelab train`` rather than in this process: a crash, a CUDA
 error or a memory blow-up kills one trial and not the worker, torch's thread and device settings
@@ -243,7 +244,7 @@ def _run_grid(study, opts, ostudy, otrial, trial: Trial, log, total) -> str:
     cfg, m, reason = _checked(study, opts, trial)
     name = trial_name(study, trial)
     if reason:
-        return _prune(ostudy, otrial, name, m, reason, log, total)
+        return _prune(opts.out, ostudy, otrial, name, m, reason, log, total)
     result = run_trial(cfg, opts.out, name)
     return _tell(ostudy, otrial, [result], name, m, log, total, study.metric)
 
@@ -255,7 +256,7 @@ def _run_sampled(study, opts, ostudy, otrial, slot, previous, log, total) -> str
     cfg, m, reason = _checked(study, opts, Trial(params, study.seeds[0]))
     name = trial_name(study, Trial(params, study.seeds[0]), slot)
     if reason:
-        return _prune(ostudy, otrial, name, m, reason, log, total)
+        return _prune(opts.out, ostudy, otrial, name, m, reason, log, total)
     results = []
     for seed in study.seeds:  # a sampled variant runs under every seed; its value is their mean
         t = Trial(params, seed)
@@ -284,7 +285,11 @@ def _checked(study, opts, trial):
     return cfg, m, violations(m, study.constraints)
 
 
-def _prune(ostudy, otrial, name, m, reason, log, total) -> str:
+def _prune(out: Path, ostudy, otrial, name, m, reason, log, total) -> str:
+    # a pruned point has no run folder: this file is what the report lists it from
+    (out / "pruned").mkdir(parents=True, exist_ok=True)
+    runtime.atomic_write_json(out / "pruned" / f"{name}.json", {"trial": name, "params": otrial.params,
+                                                                 "reason": reason, "measure": m})
     otrial.set_user_attr("pruned", reason)
     otrial.set_user_attr("measure", m)
     ostudy.tell(otrial, state=_state("PRUNED"))
