@@ -224,7 +224,8 @@ def _run_point(study, opts, ostudy, claims, point, key, previous, log, total) ->
             return _run_sampled(study, opts, ostudy, otrial, slot, previous, log, total)
         return _run_grid(study, opts, ostudy, otrial, trial, log, total)
     except KeyboardInterrupt:  # Ctrl-C: free the point now rather than after 3 missed heartbeats
-        ostudy.tell(otrial, state=_state("FAIL"))
+        if ostudy._storage.get_trial(otrial._trial_id).state.name == "RUNNING":  # not told yet
+            ostudy.tell(otrial, state=_state("FAIL"))
         raise
     finally:
         beat.stop()
