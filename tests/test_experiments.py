@@ -228,14 +228,15 @@ def test_claims_give_each_point_to_exactly_one_of_racing_processes(tmp_path):
 # ------------------------------------------------------------------------------------ report
 
 
-def fake_run(root: Path, sr: float, seed: int, top1: list[float], status: str = "finished") -> Path:
+def fake_run(root: Path, sr: float, seed: int, top1: list[float], status: str = "finished",
+             name: str | None = None, **over) -> Path:
     """An ordinary run folder as the engine writes it (config, environment, metrics, summary)."""
     from squeezelab import runtime
     from squeezelab.config import dump_config, load_config
 
-    run = root / "runs" / f"sr-{sr}_seed-{seed}"
+    run = root / "runs" / (name or f"sr-{sr}_seed-{seed}")
     run.mkdir(parents=True)
-    cfg = load_config(SMOKE, {**FAST, "model.options.sr": sr, "train.seed": seed})
+    cfg = load_config(SMOKE, {**FAST, "model.options.sr": sr, "train.seed": seed, **over})
     runtime.atomic_write_text(run / "config.yaml", dump_config(cfg))
     runtime.atomic_write_json(run / "environment.json", {})
     rows = [{"epoch": i + 1, "top1": t, "top5": min(1.0, t + 0.2), "train_loss": 1.0, "val_loss": 1.0, "lr": 0.1}
@@ -275,3 +276,28 @@ def test_report_tables_statistics_published_column_and_html(tmp_path):
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page and "src=\"http" not in page
     for png in ("accuracy_vs_size.png", "learning_curves.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_names_each_run_by_the_variant_its_config_holds(tmp_path):
+    """Named variants are told apart by the run folders' configs, the most specific first (a
+    baseline without overrides would match every run)."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    variants = {"baseline": {}, "slow_lr": {"optim.lr": 1.0e-4}, "no_fire9": {"model.options.num_fire": 1}}
+    pub = {"dataset": "digits", "rows": [{"match": {"variant": "baseline"}, "top1": 99.0, "top5": 100.0}]}
+    path = write_study(tmp_path, variants=variants, space={}, seeds={"values": [0, 1]}, published=pub)
+    out = tmp_path / "st"
+    prepare_folder(load_study(path), out)
+    for seed in (0, 1):
+        fake_run(out, 0.125, seed, [0.5 + seed / 10], name=f"baseline_seed-{seed}")
+        fake_run(out, 0.125, seed, [0.2 + seed / 10], name=f"slow_lr_seed-{seed}", **{"optim.lr": 1.0e-4})
+        fake_run(out, 0.125, seed, [0.3], name=f"no_fire9_seed-{seed}", **{"model.options.num_fire": 1})
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith(("| baseline", "| slow_lr", "| no_fire9"))]
+    # in the study file's order (write_study's YAML sorts the names)
+    assert [r.split(" | ")[0] for r in rows][:3] == ["| baseline", "| no_fire9", "| slow_lr"]
+    assert "55.00 ± " in rows[0] and "| 99.0 | 100.0 |" in rows[0] and "| - | - |" in rows[2]
+    assert "30.00 ± 0.00" in rows[1] and "25.00 ± " in rows[2]
+    assert "different dataset" not in md  # the published numbers are on digits too

@@ -61,6 +61,7 @@ def test_pearson_and_holm_by_hand():
     ({0: 0.5}, {0: 0.6}, "needs 2 finished seeds"),                       # one seed
     ({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5}, "identical values"),             # nothing differs
     ({0: 0.5, 1: 0.6}, {0: 0.4, 1: 0.5}, "differences are all equal"),    # paired, no variance
+    ({0: 0.5, 1: 0.6}, {0: 0.2, 1: 0.3}, "differences are all equal"),    # ... up to float rounding
     ({0: 0.5, 1: 0.5}, {2: 0.4, 3: 0.4}, "no variance within either"),     # Welch, no variance
     ({0: 0.5, 1: None}, {0: 0.4, 1: 0.5}, "needs 2 finished seeds"),       # a failed run
     ({0: float("nan"), 1: 0.6}, {0: 0.4, 1: 0.5}, "needs 2 finished seeds"),

@@ -27,6 +27,13 @@ def _finite(values) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
+def _constant(xs) -> bool:
+    """All equal up to float rounding (0.6 - 0.3 and 0.5 - 0.2 differ in the 17th digit): such data has
+    no variance to test, and scipy would divide by a rounding error."""
+    xs = list(xs)
+    return max(xs) - min(xs) <= 1e-12 * max(1.0, max(abs(x) for x in xs))
+
+
 def describe(values) -> dict:
     """{"n", "mean", "std", "ci95": (lo, hi)} over the finite values (None: a failed run, left out)."""
     from scipy import stats
@@ -38,7 +45,7 @@ def describe(values) -> dict:
     mean = sum(xs) / n
     if n == 1:
         return {"n": 1, "mean": mean, "std": NA("one seed"), "ci95": NA("one seed")}
-    std = float(stats.tstd(xs)) if len(set(xs)) > 1 else 0.0  # sample std (ddof 1)
+    std = 0.0 if _constant(xs) else float(stats.tstd(xs))  # sample std (ddof 1)
     half = float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
     return {"n": n, "mean": mean, "std": std, "ci95": (mean - half, mean + half)}
 
@@ -71,10 +78,10 @@ def _paired(xa: list[float], xb: list[float]) -> dict:
 
     diff = [x - y for x, y in zip(xa, xb)]
     out = {"test": "paired t", "n": len(diff), "mean_diff": sum(diff) / len(diff)}
-    if len(set(diff)) == 1:  # no variance in the differences: t is undefined (or infinite)
-        why = NA("identical values" if diff[0] == 0 else "differences are all equal (no variance)")
-        return {**out, "t": why, "p": why, "d": why,
-                "wilcoxon_p": why if diff[0] == 0 else _wilcoxon(diff)}
+    if _constant(diff):  # no variance in the differences: t is undefined (or infinite)
+        zero = _constant([*diff, 0.0])
+        why = NA("identical values" if zero else "differences are all equal (no variance)")
+        return {**out, "t": why, "p": why, "d": why, "wilcoxon_p": why if zero else _wilcoxon(diff)}
     r = stats.ttest_rel(xa, xb)
     d = out["mean_diff"] / float(stats.tstd(diff))  # Cohen's d_z: mean difference / sd of differences
     return {**out, "t": float(r.statistic), "p": float(r.pvalue), "d": d, "wilcoxon_p": _wilcoxon(diff)}
@@ -83,7 +90,7 @@ def _paired(xa: list[float], xb: list[float]) -> dict:
 def _wilcoxon(diff: list[float]):
     from scipy import stats
 
-    if all(x == 0 for x in diff):
+    if _constant([*diff, 0.0]):
         return NA("identical values")
     with warnings.catch_warnings():  # scipy warns that small samples use the exact distribution
         warnings.simplefilter("ignore")
@@ -94,8 +101,8 @@ def _welch(xa: list[float], xb: list[float]) -> dict:
     from scipy import stats
 
     out = {"test": "Welch t", "n": (len(xa), len(xb)), "mean_diff": sum(xa) / len(xa) - sum(xb) / len(xb)}
-    if len(set(xa)) == 1 and len(set(xb)) == 1:
-        why = NA("identical values" if xa[0] == xb[0] else "no variance within either variant")
+    if _constant(xa) and _constant(xb):
+        why = NA("identical values" if _constant(xa + xb) else "no variance within either variant")
         return {**out, "t": why, "p": why, "d": why, "wilcoxon_p": _ranksum(xa, xb)}
     r = stats.ttest_ind(xa, xb, equal_var=False)
     na, nb = len(xa), len(xb)
@@ -107,13 +114,13 @@ def _welch(xa: list[float], xb: list[float]) -> dict:
 def _tvar(xs):
     from scipy import stats
 
-    return float(stats.tvar(xs)) if len(set(xs)) > 1 else 0.0
+    return 0.0 if _constant(xs) else float(stats.tvar(xs))
 
 
 def _ranksum(xa: list[float], xb: list[float]):
     from scipy import stats
 
-    if set(xa) == set(xb) and len(set(xa)) == 1:
+    if _constant(xa + xb):
         return NA("identical values")
     return float(stats.mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
 
@@ -127,7 +134,7 @@ def pearson(x, y) -> dict:
         why = NA(f"needs 3 points (have {len(pairs)})")
         return {"n": len(pairs), "r": why, "p": why}
     xs, ys = zip(*pairs)
-    if len(set(xs)) == 1 or len(set(ys)) == 1:
+    if _constant(xs) or _constant(ys):
         why = NA("identical values")
         return {"n": len(pairs), "r": why, "p": why}
     r = stats.pearsonr(xs, ys)
