@@ -1,4 +1,4 @@
-"""Imports run one way: cli -> jobs -> engine -> weights -> models/data/compression -> runtime -> config/errors.
+"""Imports run one way: cli -> experiments -> jobs -> engine -> weights -> models/data/compression -> runtime -> config/errors.
 
 Every module of the package is parsed (not imported) and each ``squeezelab.*`` import it makes,
 at the top or inside a function, must point at its own layer or one below. A new sub-package has to
@@ -22,6 +22,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("weights",),  # every weights file format (builds models, decodes with compression.code)
     ("engine",),
     ("jobs", "deploy"),  # demo, transfer, compress; export, quantise, bench, predict: compositions of the engine
+    ("experiments",),  # sweeps, the runs store, statistics, reports: read run folders, run `squeezelab train`
     ("cli", "__main__"),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

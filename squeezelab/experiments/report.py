@@ -1,0 +1,324 @@
+"""``squeezelab report STUDY_DIR``: report.md, a self-contained index.html (PNGs embedded as base64) and
+the PNGs, from the study folder's run folders (through the store) and its study.json.
+
+A variant is one value of every searched key; its seeds are its runs. Runs that did not finish count as
+failed: they are listed, and left out of the statistics (which then say n/a where too few remain).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from squeezelab import runtime
+from squeezelab.errors import ConfigError
+from squeezelab.experiments import stats
+from squeezelab.experiments.store import load_runs
+from squeezelab.experiments.study import VARIANT
+
+
+@dataclass
+class Variant:
+    params: dict
+    runs: list[dict] = field(default_factory=list)
+    measure: dict | None = None
+
+    @property
+    def label(self) -> str:
+        def short(v):  # a sampled float in 4 digits, a value from the study as written
+            return f"{v:.4g}" if isinstance(v, float) and len(str(v)) > 8 else str(v)
+
+        return ", ".join(str(v) if k == VARIANT else f"{k.split('.')[-1]}={short(v)}"
+                         for k, v in self.params.items()) or "base"
+
+    def values(self, metric: str) -> dict[int, float | None]:
+        """seed -> best val metric (None: the run did not finish)."""
+        return {r["seed"]: (r.get(f"best.{metric}") if r["status"] == "finished" else None) for r in self.runs}
+
+
+def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
+    meta_path = study_dir / "study.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"{study_dir}: not a study folder (no study.json; run squeezelab sweep first)")
+    meta = json.loads(meta_path.read_text())
+    keys, seed_key = list(meta["space"]), meta["seeds"]["key"]
+    variants: dict[str, Variant] = {}
+    for rec in load_runs(study_dir):
+        params = {k: _named(rec, meta.get("variants") or {}) if k == VARIANT else rec.get(f"config.{k}")
+                  for k in keys}
+        v = variants.setdefault(json.dumps(params, sort_keys=True), Variant(params))
+        v.runs.append({**rec, "seed": rec.get(f"config.{seed_key}")})
+    ordered = sorted(variants.values(), key=lambda v: [_order(meta["space"][k], v.params[k]) for k in keys])
+    for v in ordered:
+        v.measure = _measure_run(study_dir / v.runs[0]["path"])
+    return meta, ordered
+
+
+def _named(rec: dict, named: dict[str, dict]) -> str | None:
+    """The named variant a run is: the one whose overrides its config holds, the most specific first
+    (a baseline with no overrides matches every run). Read from the run's config: folders are the truth."""
+    hits = [(len(over), name) for name, over in named.items()
+            if all(_same(rec.get(f"config.{k}"), v) for k, v in over.items())]
+    return max(hits)[1] if hits else None
+
+
+def _order(domain, value):
+    if isinstance(domain, list) and value in domain:
+        return (0, domain.index(value), "")
+    return (1, value if isinstance(value, (int, float)) else 0, str(value))
+
+
+def _measure_run(run: Path) -> dict:
+    from squeezelab.config import load_config
+    from squeezelab.experiments.measure import measure
+
+    return measure(load_config(run / "config.yaml"))
+
+
+# ------------------------------------------------------------------------------------------ numbers
+
+
+def variant_rows(meta: dict, variants: list[Variant]) -> list[dict]:
+    rows = []
+    for v in variants:
+        failed = [r["path"] for r in v.runs if r["status"] != "finished"]
+        row = {"variant": v.label, "params": v.measure["params"], "size_mb": v.measure["size_mb"],
+               "mflops": v.measure["flops"] / 1e6, "seeds": len(v.runs), "failed": failed,
+               "top1": stats.describe(v.values("top1").values()), "top5": stats.describe(v.values("top5").values()),
+               "published": _published(meta.get("published"), v)}
+        rows.append(row)
+    return rows
+
+
+def _published(pub: dict | None, v: Variant) -> dict | None:
+    if not pub:
+        return None
+    rec = {**v.runs[0], **({f"config.{VARIANT}": v.params[VARIANT]} if VARIANT in v.params else {})}
+    for row in pub["rows"]:  # match: config keys, or the named variant ({variant: SN_lr1})
+        if all(_same(rec.get(f"config.{k}"), want) for k, want in row["match"].items()):
+            return {k: row.get(k) for k in ("top1", "top5", "size_mb", "note")}
+    return None
+
+
+def _same(a, b) -> bool:
+    return a == b or str(a) == str(b)
+
+
+def comparisons(variants: list[Variant], metric: str) -> list[dict]:
+    """Every pair of variants (a family): the tests of stats.compare, Holm-corrected p."""
+    pairs = [(a, b) for i, a in enumerate(variants) for b in variants[i + 1:]]
+    rows = [{"a": b.label, "b": a.label, **stats.compare(b.values(metric), a.values(metric))} for a, b in pairs]
+    for row, adj in zip(rows, stats.holm([r["p"] for r in rows])):
+        row["p_holm"] = adj
+    return rows
+
+
+def correlations(meta: dict, variants: list[Variant], metric: str) -> list[dict]:
+    """Pearson r of the metric with each numeric searched key and with the model size, over runs."""
+    runs = [(v, r) for v in variants for r in v.runs if r["status"] == "finished"]
+    ys = [r.get(f"best.{metric}") for _, r in runs]
+    out = [{"x": "size (MB)", **stats.pearson([v.measure["size_mb"] for v, _ in runs], ys)}]
+    for k in meta["space"]:
+        xs = [r.get(f"config.{k}") for _, r in runs]
+        if all(stats._num(x) for x in xs):
+            out.append({"x": k, **stats.pearson(xs, ys)})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def figure_size(rows: list[dict], title: str) -> bytes:
+    """Accuracy vs model size (paper Fig. 3 style): one point per variant, 95% CI bars over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for metric, marker in (("top1", "o"), ("top5", "s")):
+        pts = sorted(((r["size_mb"], r[metric]) for r in rows if not isinstance(r[metric]["mean"], stats.NA)),
+                     key=lambda p: p[0])  # a line from the smallest model to the largest
+        xs = [x for x, _ in pts]
+        ys = [100 * d["mean"] for _, d in pts]
+        err = [[100 * (d["mean"] - d["ci95"][0]) if isinstance(d["ci95"], tuple) else 0 for _, d in pts],
+               [100 * (d["ci95"][1] - d["mean"]) if isinstance(d["ci95"], tuple) else 0 for _, d in pts]]
+        ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=4, linestyle="-", label=f"val {metric} (mean, 95% CI)")
+    for r in rows:
+        if not isinstance(r["top1"]["mean"], stats.NA):
+            ax.annotate(r["variant"], (r["size_mb"], 100 * r["top1"]["mean"]), textcoords="offset points",
+                        xytext=(4, -12), fontsize=7)
+    ax.set_xlabel("model size (MB, fp32)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)  # a t interval over 2-3 seeds can reach past 0 or 100: show the possible range
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def figure_curves(variants: list[Variant], title: str) -> bytes:
+    """Validation top-1 per epoch: the mean over seeds, a band from the lowest to the highest seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for v in variants:
+        curves = [[row["top1"] for row in r["curve"]] for r in v.runs if r["curve"]]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        epochs = list(range(1, length + 1))
+        cols = [[100 * c[i] for c in curves] for i in range(length)]
+        mean = [sum(c) / len(c) for c in cols]
+        line, = ax.plot(epochs, mean, marker=".", label=f"{v.label} ({len(curves)} seeds)")
+        ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.2, color=line.get_color())
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _pm(d: dict) -> str:
+    if isinstance(d["mean"], stats.NA):
+        return str(d["mean"])
+    if isinstance(d["ci95"], stats.NA):
+        return f"{100 * d['mean']:.2f} (CI {d['ci95']})"
+    return f"{100 * d['mean']:.2f} ± {100 * (d['ci95'][1] - d['mean']):.2f}"
+
+
+def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict]) -> dict[str, tuple[list, list]]:
+    """name -> (header, rows of text): the same tables go into report.md and index.html."""
+    pub = meta.get("published")
+    head = ["variant", "params", "MB fp32", "MFLOPs", "seeds", "val top-1 % (mean ± 95% CI)", "val top-5 %"]
+    if pub:
+        head += [f"published top-1 ({pub.get('dataset', '?')})", "published top-5"]
+    var = []
+    for r in rows:
+        line = [r["variant"], f"{r['params']:,}", f"{r['size_mb']:.3f}", f"{r['mflops']:.1f}",
+                f"{r['seeds'] - len(r['failed'])}/{r['seeds']}", _pm(r["top1"]), _pm(r["top5"])]
+        if pub:
+            p = r["published"] or {}
+            line += [_maybe(p.get("top1")), _maybe(p.get("top5"))]
+        var.append(line)
+    comp_head = ["A", "B", "test", "n", "A - B (points)", "t", "p", "p (Holm)", "Cohen's d", "Wilcoxon p"]
+    comp = [[c["a"], c["b"], c["test"], str(c["n"]), _diff(c["mean_diff"]), stats.fmt(c["t"]), stats.fmt(c["p"]),
+             stats.fmt(c["p_holm"]), stats.fmt(c["d"]), stats.fmt(c["wilcoxon_p"])] for c in comps]
+    cor = [[c["x"], str(c["n"]), stats.fmt(c["r"]), stats.fmt(c["p"])] for c in corr]
+    return {"variants": (head, var), "comparisons": (comp_head, comp),
+            "correlations": (["x", "runs", "Pearson r", "p"], cor)}
+
+
+def _maybe(v) -> str:
+    return "-" if v is None else f"{v}"
+
+
+def _diff(v) -> str:
+    return str(v) if isinstance(v, stats.NA) else f"{100 * v:+.2f}"
+
+
+def _md_table(head: list, rows: list) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _html_table(head: list, rows: list) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in head)
+    trs = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<table><tr>{th}</tr>{trs}</table>"
+
+
+def _notes(meta: dict, rows: list[dict], metric: str, study_dir: Path) -> list[str]:
+    notes = [f"Study {meta['name']} at scale {meta['scale']}: {meta['sampler']} over "
+             f"{', '.join(meta['space']) or 'nothing'}; seeds {meta['seeds']['values']} ({meta['seeds']['key']}); "
+             f"metric: val {metric} of each run's best epoch."]
+    pub = meta.get("published")
+    if pub:
+        ours = _dataset(meta)
+        notes.append(f"Published numbers: {pub.get('source', 'see the study file')}, on {pub.get('dataset', '?')}."
+                     + (f" Ours are on {ours}: a different dataset, so compare trends, not absolute values."
+                        if pub.get("dataset") != ours else ""))
+    pruned = [json.loads(p.read_text()) for p in sorted((study_dir / "pruned").glob("*.json"))]
+    if pruned:
+        notes.append("Pruned before training by the study's constraints: "
+                     + "; ".join(f"{p['trial']} ({p['reason']})" for p in pruned) + ".")
+    failed = [p for r in rows for p in r["failed"]]
+    if failed:
+        notes.append(f"Runs that did not finish (left out of the statistics): {', '.join(failed)}.")
+    return notes
+
+
+def _dataset(meta: dict) -> str:
+    from squeezelab.config import load_config
+
+    return load_config(meta["base"], meta.get("set") or {}).data.dataset
+
+
+def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write report.md, index.html and the PNGs into ``out`` (default: the study folder); returns out."""
+    study_dir = Path(study_dir)
+    meta, variants = load_study_dir(study_dir)
+    if not variants:
+        raise ConfigError(f"{study_dir}: no run folders yet (run squeezelab sweep first)")
+    out = Path(out or study_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metric = meta.get("metric", "top1")
+    rows = variant_rows(meta, variants)
+    tabs = tables(meta, rows, comparisons(variants, metric), correlations(meta, variants, metric))
+    title = f"{meta['name']} ({meta['scale']})"
+    pngs = {"accuracy_vs_size.png": figure_size(rows, title), "learning_curves.png": figure_curves(variants, title)}
+    for name, data in pngs.items():
+        runtime.atomic_write_bytes(out / name, data)
+    notes = _notes(meta, rows, metric, study_dir)
+    runtime.atomic_write_text(out / "report.md", _markdown(title, notes, tabs, pngs))
+    runtime.atomic_write_text(out / "index.html", _html(title, notes, tabs, pngs))
+    return out
+
+
+SECTIONS = (("variants", "Variants (mean over seeds, 95% t interval)"),
+            ("comparisons", f"Between variants (paired t when the same seeds ran both, Welch otherwise; "
+                            f"Holm over all pairs)"),
+            ("correlations", "Correlation with the metric (Pearson, over finished runs)"))
+
+
+def _markdown(title, notes, tabs, pngs) -> str:
+    parts = [f"# {title}", "", *notes, ""]
+    parts += [f"![{n}]({n})" for n in pngs] + [""]
+    for key, heading in SECTIONS:
+        parts += [f"## {heading}", "", _md_table(*tabs[key]), ""]
+    return "\n".join(parts)
+
+
+def _html(title, notes, tabs, pngs) -> str:
+    style = ("body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}th{background:#eee}img{max-width:48%}")
+    imgs = "".join(f'<img alt="{n}" src="data:image/png;base64,{base64.b64encode(d).decode()}">'
+                   for n, d in pngs.items())
+    body = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(n)}</p>" for n in notes], f"<div>{imgs}</div>"]
+    for key, heading in SECTIONS:
+        body += [f"<h2>{html.escape(heading)}</h2>", _html_table(*tabs[key])]
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
