@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from squeezelab.cli import args as argtypes
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="run a study (grid / random / TPE over config keys x seeds)",
@@ -18,27 +20,24 @@ def register(subparsers) -> None:
                                           "trials never re-run, a killed worker's trial is re-run.")
     p.add_argument("study", help="study file (experiments/*.yaml)")
     p.add_argument("--scale", default="smoke", help="smoke | cpu | full (default smoke)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine sharing the storage")
+    p.add_argument("--workers", type=argtypes.integer(1, 256), default=1, help="worker processes on this machine sharing the storage")
     p.add_argument("--storage", help="SQLAlchemy URL (default: sqlite in the study folder); postgresql://... "
                                      "lets workers on many machines share one study")
     p.add_argument("-o", "--out", help="study folder (default: studies/<name>-<scale>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every trial, e.g. --set train.threads=1 (part of the study's identity)")
     p.add_argument("--dry-run", action="store_true", help="list the trials with params / FLOPs / cost; run none")
-    p.add_argument("--heartbeat", type=int, default=10,
+    p.add_argument("--heartbeat", type=argtypes.integer(1, 3600), default=10,
                    help="seconds between trial heartbeats; a trial silent for 3 of them is re-run (default 10)")
-    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker-index", type=argtypes.integer(0, 255), default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=_sweep)
 
 
 def _sweep(args) -> int:
     from squeezelab.config import parse_set_args
-    from squeezelab.errors import ConfigError
     from squeezelab.experiments.study import load_study
     from squeezelab.experiments.sweep import SweepOptions, plan, run_sweep
 
-    if args.workers < 1 or args.heartbeat < 1:
-        raise ConfigError(f"--workers and --heartbeat must be >= 1; got {args.workers}, {args.heartbeat}")
     extra = parse_set_args(args.set)
     study = load_study(args.study, args.scale, extra)
     if extra:  # --set changes what is trained: it is part of the study's identity
