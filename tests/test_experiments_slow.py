@@ -1,6 +1,7 @@
-"""The slow experiment checks: two sweep workers sharing SQLite or a throwaway PostgreSQL server, one
-killed with SIGKILL mid-trial and its point re-run by the other (heartbeat), then the same command
-again; and a report opened in headless Chromium."""
+"""Experiment checks with real processes: two sweep workers sharing SQLite or a throwaway PostgreSQL
+server, one killed with SIGKILL mid-trial and its point re-run by the other (heartbeat), then the same
+command again; and a report opened in headless Chromium. The PostgreSQL one (~50 s) runs in the
+default suite, as CI installs the server for it; the others are slow."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import yaml
 
 from tests.conftest import REPO_ROOT
 
-pytestmark = pytest.mark.slow
 
 SMOKE = REPO_ROOT / "configs" / "digits_smoke.yaml"
 # Debian's server binaries (initdb, pg_ctl), newest version first; .ci/run installs them when missing
@@ -113,6 +113,7 @@ def _two_workers_one_killed(tmp_path: Path, storage: str | None) -> None:
     _check_exactly_once(out, storage, killed_run)
 
 
+@pytest.mark.slow
 def test_sqlite_two_workers_one_killed_every_point_once(tmp_path):
     _two_workers_one_killed(tmp_path, None)
 
@@ -160,6 +161,7 @@ def screenshot(page: Path, png: Path, tmp: Path, size: str = "1200,1400") -> Non
                    check=True, capture_output=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_report_renders_in_headless_chromium(tmp_path):
     if _chromium() is None:
         pytest.skip("chromium not installed (apt-get install -y chromium)")
