@@ -301,3 +301,24 @@ def test_report_names_each_run_by_the_variant_its_config_holds(tmp_path):
     assert "55.00 ± " in rows[0] and "| 99.0 | 100.0 |" in rows[0] and "| - | - |" in rows[2]
     assert "30.00 ± 0.00" in rows[1] and "25.00 ± " in rows[2]
     assert "different dataset" not in md  # the published numbers are on digits too
+
+
+def test_the_report_scores_the_kept_weights_on_test_when_validation_chose_them(tmp_path):
+    """summary.json's selection (train.select on a validation split) -> test.top1 in the store, and a
+    variant's values are those test scores when the study's runs all have one."""
+    from squeezelab.experiments.report import Variant
+    from squeezelab.experiments.store import read_run
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {seed: 3}\n")
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "top1": 0.5, "top5": 0.9}\n')
+    (run / "summary.json").write_text(json.dumps({
+        "status": "finished", "best": {"value": 0.5, "top5": 0.9, "epoch": 1},
+        "selection": {"selected_on": "val (validation)", "test": {"split": "test", "top1": 0.42, "top5": 0.8}}}))
+    rec = read_run(run, "r")
+    assert rec["test.top1"] == 0.42 and rec["best.top1"] == 0.5 and rec["selected_on"].startswith("val")
+    v = Variant({}, [{**rec, "seed": 3}])
+    assert v.values("top1") == {3: 0.5}
+    v.score = "test"
+    assert v.values("top1") == {3: 0.42}

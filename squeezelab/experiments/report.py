@@ -26,6 +26,7 @@ class Variant:
     params: dict
     runs: list[dict] = field(default_factory=list)
     measure: dict | None = None
+    score: str = "best"  # "test": every finished run of the study has its kept weights' test score
 
     @property
     def label(self) -> str:
@@ -36,8 +37,10 @@ class Variant:
                          for k, v in self.params.items()) or "base"
 
     def values(self, metric: str) -> dict[int, float | None]:
-        """seed -> best val metric (None: the run did not finish)."""
-        return {r["seed"]: (r.get(f"best.{metric}") if r["status"] == "finished" else None) for r in self.runs}
+        """seed -> the run's score (None: the run did not finish): the test score of the weights a
+        validation split chose when every run has one, else the per-epoch split's best."""
+        return {r["seed"]: (r.get(f"{self.score}.{metric}") if r["status"] == "finished" else None)
+                for r in self.runs}
 
 
 def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
@@ -53,8 +56,10 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
         v = variants.setdefault(json.dumps(params, sort_keys=True), Variant(params))
         v.runs.append({**rec, "seed": rec.get(f"config.{seed_key}")})
     ordered = sorted(variants.values(), key=lambda v: [_order(meta["space"][k], v.params[k]) for k in keys])
+    finished = [r for v in ordered for r in v.runs if r["status"] == "finished"]
+    score = "test" if finished and all(r.get("test.top1") is not None for r in finished) else "best"
     for v in ordered:
-        v.measure = _measure_run(study_dir / v.runs[0]["path"])
+        v.measure, v.score = _measure_run(study_dir / v.runs[0]["path"]), score
     return meta, ordered
 
 
@@ -120,7 +125,7 @@ def comparisons(variants: list[Variant], metric: str) -> list[dict]:
 def correlations(meta: dict, variants: list[Variant], metric: str) -> list[dict]:
     """Pearson r of the metric with each numeric searched key and with the model size, over runs."""
     runs = [(v, r) for v in variants for r in v.runs if r["status"] == "finished"]
-    ys = [r.get(f"best.{metric}") for _, r in runs]
+    ys = [r.get(f"{v.score}.{metric}") for v, r in runs]
     out = [{"x": "size (MB)", **stats.pearson([v.measure["size_mb"] for v, _ in runs], ys)}]
     for k in meta["space"]:
         xs = [r.get(f"config.{k}") for _, r in runs]
@@ -251,10 +256,13 @@ def _html_table(head: list, rows: list) -> str:
     return f"<table><tr>{th}</tr>{trs}</table>"
 
 
-def _notes(meta: dict, rows: list[dict], metric: str, study_dir: Path) -> list[str]:
+def _notes(meta: dict, rows: list[dict], metric: str, study_dir: Path, score: str = "best") -> list[str]:
+    what = (f"test {metric} of the weights each run kept, chosen on its validation split" if score == "test" else
+            f"{metric} of each run's best epoch on its per-epoch split (with no validation split that is the "
+            f"test split: optimistic)")
     notes = [f"Study {meta['name']} at scale {meta['scale']}: {meta['sampler']} over "
              f"{', '.join(meta['space']) or 'nothing'}; seeds {meta['seeds']['values']} ({meta['seeds']['key']}); "
-             f"metric: val {metric} of each run's best epoch."]
+             f"metric: {what}."]
     pub = meta.get("published")
     if pub:
         ours = _dataset(meta)
@@ -292,7 +300,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     pngs = {"accuracy_vs_size.png": figure_size(rows, title), "learning_curves.png": figure_curves(variants, title)}
     for name, data in pngs.items():
         runtime.atomic_write_bytes(out / name, data)
-    notes = _notes(meta, rows, metric, study_dir)
+    notes = _notes(meta, rows, metric, study_dir, variants[0].score)
     runtime.atomic_write_text(out / "report.md", _markdown(title, notes, tabs, pngs))
     runtime.atomic_write_text(out / "index.html", _html(title, notes, tabs, pngs))
     return out

@@ -83,6 +83,10 @@ def read_run(run: Path, rel: str) -> dict:
            "epochs": len(curve), "seconds": summary.get("seconds"), "curve": curve,
            "best.top1": best.get("value"), "best.top5": best.get("top5"), "best.epoch": best.get("epoch")}
     rec.update({f"final.{k}": final.get(k) for k in ("top1", "top5", "val_loss", "train_loss")})
+    selection = summary.get("selection") or {}
+    test = selection.get("test") or {}  # the kept weights on the test split (chosen on validation)
+    rec.update({"test.top1": test.get("top1"), "test.top5": test.get("top5"), "test.split": test.get("split"),
+                "selected_on": selection.get("selected_on")})
     rec.update({f"config.{k}": v for k, v in flatten(cfg).items()})
     return rec
 
