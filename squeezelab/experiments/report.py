@@ -214,10 +214,12 @@ def _pm(d: dict) -> str:
     return f"{100 * d['mean']:.2f} ± {100 * (d['ci95'][1] - d['mean']):.2f}"
 
 
-def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict]) -> dict[str, tuple[list, list]]:
+def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict],
+           score: str = "best") -> dict[str, tuple[list, list]]:
     """name -> (header, rows of text): the same tables go into report.md and index.html."""
     pub = meta.get("published")
-    head = ["variant", "params", "MB fp32", "MFLOPs", "seeds", "val top-1 % (mean ± 95% CI)", "val top-5 %"]
+    split = "test" if score == "test" else "val"
+    head = ["variant", "params", "MB fp32", "MFLOPs", "seeds", f"{split} top-1 % (mean ± 95% CI)", f"{split} top-5 %"]
     if pub:
         head += [f"published top-1 ({pub.get('dataset', '?')})", "published top-5"]
     var = []
@@ -295,7 +297,7 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     metric = meta.get("metric", "top1")
     rows = variant_rows(meta, variants)
-    tabs = tables(meta, rows, comparisons(variants, metric), correlations(meta, variants, metric))
+    tabs = tables(meta, rows, comparisons(variants, metric), correlations(meta, variants, metric), variants[0].score)
     title = f"{meta['name']} ({meta['scale']})"
     pngs = {"accuracy_vs_size.png": figure_size(rows, title, variants[0].score), "learning_curves.png": figure_curves(variants, title)}
     for name, data in pngs.items():
