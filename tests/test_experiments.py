@@ -199,6 +199,19 @@ def test_a_changed_study_refuses_the_old_folder(tmp_path, capsys):
     cli_one_line_error(capsys, ["sweep", str(path2), "-o", str(out)], "holds another study")
 
 
+def test_corrected_published_numbers_reach_the_folder_of_the_same_study(tmp_path):
+    """Published numbers are not part of the study's identity: fixing them in the file and sweeping
+    again updates study.json (which the report reads) instead of refusing the folder."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    out = tmp_path / "st"
+    prepare_folder(load_study(write_study(tmp_path)), out)
+    pub = {"dataset": "imagenet", "rows": [{"match": {"model.options.sr": 0.25}, "top5": 80.3}]}
+    prepare_folder(load_study(write_study(tmp_path, published=pub)), out)
+    assert json.loads((out / "study.json").read_text())["published"] == pub
+
+
 def test_claims_give_each_point_to_exactly_one_of_racing_processes(tmp_path):
     """Four processes INSERT-claim the same 30 keys at once; then two race to take over one key."""
     import sqlalchemy as sa
@@ -276,6 +289,29 @@ def test_report_tables_statistics_published_column_and_html(tmp_path):
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page and "src=\"http" not in page
     for png in ("accuracy_vs_size.png", "learning_curves.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_published_points_given_as_top5_and_size_only(tmp_path):
+    """The paper states Fig. 3's points in its text as top-5 and model size only: the missing top-1
+    shows as "-", the size gets its own column, and the study's metric_note reaches the notes."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    pub = {"dataset": "imagenet", "source": "paper text", "metric_note": "Theirs are at full width.",
+           "rows": [{"match": {"model.options.sr": 1.0}, "top5": 86.0, "size_mb": 19}]}
+    path = write_study(tmp_path, seeds={"values": [0, 1]}, published=pub)
+    out = tmp_path / "st"
+    prepare_folder(load_study(path), out)
+    for seed in (0, 1):
+        fake_run(out, 0.25, seed, [0.5])
+        fake_run(out, 1.0, seed, [0.6])
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| published MB |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| sr=1.0 |"))
+    assert row.endswith("| - | 86.0 | 19 |")
+    assert next(line for line in md.splitlines() if line.startswith("| sr=0.25 |")).endswith("| - | - | - |")
+    assert "Theirs are at full width." in md
 
 
 def test_report_names_each_run_by_the_variant_its_config_holds(tmp_path):

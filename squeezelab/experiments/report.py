@@ -220,15 +220,17 @@ def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict],
     pub = meta.get("published")
     split = "test" if score == "test" else "val"
     head = ["variant", "params", "MB fp32", "MFLOPs", "seeds", f"{split} top-1 % (mean ± 95% CI)", f"{split} top-5 %"]
+    # the published model's size only where the study file gives one (the paper's Fig. 3 points)
+    pub_mb = bool(pub) and any((r["published"] or {}).get("size_mb") is not None for r in rows)
     if pub:
-        head += [f"published top-1 ({pub.get('dataset', '?')})", "published top-5"]
+        head += [f"published top-1 ({pub.get('dataset', '?')})", "published top-5"] + (["published MB"] if pub_mb else [])
     var = []
     for r in rows:
         line = [r["variant"], f"{r['params']:,}", f"{r['size_mb']:.3f}", f"{r['mflops']:.1f}",
                 f"{r['seeds'] - len(r['failed'])}/{r['seeds']}", _pm(r["top1"]), _pm(r["top5"])]
         if pub:
             p = r["published"] or {}
-            line += [_maybe(p.get("top1")), _maybe(p.get("top5"))]
+            line += [_maybe(p.get("top1")), _maybe(p.get("top5"))] + ([_maybe(p.get("size_mb"))] if pub_mb else [])
         var.append(line)
     comp_head = ["A", "B", "test", "n", "A - B (points)", "t", "p", "p (Holm)", "Cohen's d", "Wilcoxon p"]
     comp = [[c["a"], c["b"], c["test"], str(c["n"]), _diff(c["mean_diff"]), stats.fmt(c["t"]), stats.fmt(c["p"]),
@@ -270,7 +272,8 @@ def _notes(meta: dict, rows: list[dict], metric: str, study_dir: Path, score: st
         ours = _dataset(meta)
         notes.append(f"Published numbers: {pub.get('source', 'see the study file')}, on {pub.get('dataset', '?')}."
                      + (f" Ours are on {ours}: a different dataset, so compare trends, not absolute values."
-                        if pub.get("dataset") != ours else ""))
+                        if pub.get("dataset") != ours else "")
+                     + (f" {pub['metric_note']}" if pub.get("metric_note") else ""))
     pruned = [json.loads(p.read_text()) for p in sorted((study_dir / "pruned").glob("*.json"))]
     if pruned:
         notes.append("Pruned before training by the study's constraints: "

@@ -134,7 +134,10 @@ def prepare_folder(study: Study, out: Path) -> None:
         if held.get("digest") != study.digest:
             raise ConfigError(f"{out} holds another study ({held.get('name')}, scale {held.get('scale')}, "
                               f"digest {held.get('digest')}); use a new -o DIR")
-        return
+        if held == record:
+            return
+    # new, or the same study whose published numbers were corrected in its file since (they are not part
+    # of the digest: they change what the report sets beside ours, not what runs)
     runtime.atomic_write_json(meta, record)
 
 
