@@ -339,6 +339,24 @@ def test_report_names_each_run_by_the_variant_its_config_holds(tmp_path):
     assert "different dataset" not in md  # the published numbers are on digits too
 
 
+def test_variants_that_replace_a_whole_section_are_told_apart(tmp_path):
+    """squeezenet_vs_alexnet's variants set model.options as a whole; the run folders hold the
+    flattened keys, which must still name each run's variant (they were all one variant before)."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    variants = {"small": {"model.options": {"num_fire": 1, "sr": 0.25}},
+                "wide": {"model.options": {"num_fire": 2, "sr": 1.0}}}
+    path = write_study(tmp_path, variants=variants, space={}, seeds={"values": [0]})
+    out = tmp_path / "st"
+    prepare_folder(load_study(path), out)
+    fake_run(out, 0.25, 0, [0.4], name="small_seed-0", **{"model.options.num_fire": 1})
+    fake_run(out, 1.0, 0, [0.6], name="wide_seed-0", **{"model.options.num_fire": 2})
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| small | " in md and "| wide | " in md and "| None |" not in md
+
+
 def test_the_report_scores_the_kept_weights_on_test_when_validation_chose_them(tmp_path):
     """summary.json's selection (train.select on a validation split) -> test.top1 in the store, and a
     variant's values are those test scores when the study's runs all have one."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from squeezelab import runtime
 from squeezelab.errors import ConfigError
 from squeezelab.experiments import stats
-from squeezelab.experiments.store import load_runs
+from squeezelab.experiments.store import flatten, load_runs
 from squeezelab.experiments.study import VARIANT
 
 
@@ -66,7 +66,8 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
 def _named(rec: dict, named: dict[str, dict]) -> str | None:
     """The named variant a run is: the one whose overrides its config holds, the most specific first
     (a baseline with no overrides matches every run). Read from the run's config: folders are the truth."""
-    hits = [(len(over), name) for name, over in named.items()
+    flat = {name: flatten(over) for name, over in named.items()}  # model.options: {...} -> its leaf keys
+    hits = [(len(over), name) for name, over in flat.items()
             if all(_same(rec.get(f"config.{k}"), v) for k, v in over.items())]
     return max(hits)[1] if hits else None
 
@@ -164,7 +165,12 @@ def figure_size(rows: list[dict], title: str, score: str = "best") -> bytes:
             ax.annotate(r["variant"], (r["size_mb"], 100 * r["top1"]["mean"]), textcoords="offset points",
                         xytext=(4, -12), fontsize=7)
     ax.set_ylim(0, 100)  # a t interval over 2-3 seeds can reach past 0 or 100: show the possible range
-    return _finish(fig, ax, "model size (MB, fp32)", "accuracy (%)", title, legend_size=8)
+    sizes = [r["size_mb"] for r in rows if r["size_mb"] > 0]
+    log = bool(sizes) and max(sizes) > 10 * min(sizes)  # SqueezeNet beside AlexNet: 3 MB vs 94 MB
+    if log:
+        ax.set_xscale("log")
+    return _finish(fig, ax, f"model size (MB, fp32{', log scale' if log else ''})", "accuracy (%)", title,
+                   legend_size=8)
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> bytes:
