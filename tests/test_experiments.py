@@ -376,3 +376,19 @@ def test_the_report_scores_the_kept_weights_on_test_when_validation_chose_them(t
     assert v.values("top1") == {3: 0.5}
     v.score = "test"
     assert v.values("top1") == {3: 0.42}
+
+
+def test_fixed_threads_times_workers_above_the_cores_is_warned(tmp_path):
+    """2 workers x 2 threads on 2 cores ran 2.3x slower than 2 x 1 (results/sweep_workers.md)."""
+    from squeezelab import runtime
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import SweepOptions, _warn_oversubscribed
+
+    study = load_study(write_study(tmp_path))
+    cores, lines = runtime.available_cores(), []
+    _warn_oversubscribed(study, SweepOptions(out=tmp_path, extra={"train.threads": cores}), 2, lines.append)
+    assert len(lines) == 1 and f"2 workers x train.threads={cores}" in lines[0]
+    lines.clear()
+    _warn_oversubscribed(study, SweepOptions(out=tmp_path, extra={}), 2, lines.append)  # digits_smoke: 1 thread
+    _warn_oversubscribed(study, SweepOptions(out=tmp_path, extra={"train.threads": None}), 2, lines.append)
+    assert lines == [] or cores < 2

@@ -409,10 +409,25 @@ def run_sweep(study: Study, opts: SweepOptions, workers: int, argv: list[str], l
         return 1 if counts["failed"] else 0
     prepare_folder(study, opts.out)
     open_study(study, opts)  # create the study once, before the workers race to
+    _warn_oversubscribed(study, opts, workers, log)
     procs = [subprocess.Popen([sys.executable, "-m", "squeezelab", "sweep", *argv, "--workers", "1",
                                "--worker-index", str(i)], preexec_fn=_die_with_parent) for i in range(workers)]
     codes = [p.wait() for p in procs]
     return max(codes)
+
+
+def _warn_oversubscribed(study: Study, opts: SweepOptions, workers: int, log) -> None:
+    """A fixed train.threads x workers above the cores makes every trial wait on the others' time
+    slices: 2 workers x 2 threads on 2 cores took 321-336 s for 4 runs against 133-142 s with 1 thread
+    each (results/sweep_workers.md). The automatic choice (threads unset: the idle cores at the start)
+    gave each trial 1 thread there."""
+    threads = study.config(study.trials()[0] if study.sampler == "grid" else Trial({}, study.seeds[0]),
+                           opts.extra).train.threads
+    cores = runtime.available_cores()
+    if threads and threads * workers > cores:
+        log(f"warning: {workers} workers x train.threads={threads} = {threads * workers} threads on {cores} "
+            f"cores: trials will slow each other down (measured 2.3x on 2 cores); leave train.threads unset "
+            f"or use --set train.threads={max(1, cores // workers)}")
 
 
 def _summary_line(study: Study, opts: SweepOptions) -> str:
