@@ -38,26 +38,33 @@ def publish_mode(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~_umask())
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file beside ``path``, fsync, rename over it: a crash leaves the old or the new
-    file, never a mix. An OSError (disk full, read-only...) becomes a one-line WriteError naming path."""
+def atomic_write_with(path: str | Path, write, errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+    """``write(tmp)`` fills a temp file beside ``path``; it is then given a plain file's mode, fsynced and
+    renamed over ``path``: a crash leaves the old or the new file, never a mix. The one place files are
+    replaced (checkpoints, ONNX, JSON, YAML all come through here). An error of ``errors`` (a refused
+    write: disk full, read-only...; a writer may raise its own for that) becomes a one-line WriteError
+    naming ``path``, and the temp file is removed whatever happened."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     except OSError as err:
         raise WriteError.of(path, err) from None
     try:
-        publish_mode(fd)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        with open(tmp, "rb") as f:  # after the writer, which may create the file anew (mode 0600)
+            publish_mode(f.fileno())
+            os.fsync(f.fileno())  # on disk before it replaces the old file
         os.replace(tmp, path)
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError) and not isinstance(err, WriteError):
+        if isinstance(err, errors) and not isinstance(err, WriteError):
             raise WriteError.of(path, err) from None
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -10,8 +10,6 @@ source), then runs ONNX Runtime on it beside torch and reports the largest diffe
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,24 +147,9 @@ def _exported_proto(net: nn.Module, example: torch.Tensor):
 
 
 def _save_atomic(save, proto, out: Path) -> None:
-    from squeezelab.runtime import publish_mode
+    from squeezelab.runtime import atomic_write_with
 
-    from squeezelab.errors import WriteError
-
-    try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    except OSError as err:
-        raise WriteError.of(out, err) from None
-    publish_mode(fd)
-    os.close(fd)
-    try:
-        save(proto, tmp)
-        os.replace(tmp, out)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise WriteError.of(out, err) from None
-        raise
+    atomic_write_with(out, lambda tmp: save(proto, tmp))
 
 
 def session(path: str | Path, threads: int | None = None):

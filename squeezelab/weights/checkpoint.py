@@ -18,8 +18,6 @@ Files are written atomically (temp file + ``os.replace``), so a crash never leav
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezelab.errors import WeightsError, WriteError
+from squeezelab.errors import WeightsError
 
 FORMAT_VERSION = 1
 META_KEY = "squeezelab"
@@ -127,24 +125,11 @@ def save_checkpoint(
         optim_tensors, meta["optim"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update(optim_tensors)
     tensors.update({f"extra.{k}": _cpu(v) for k, v in (extra_tensors or {}).items()})
-    from squeezelab.runtime import publish_mode
+    from squeezelab.runtime import atomic_write_with
 
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise WriteError.of(path, err) from None
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
-        with open(tmp, "rb") as f:  # on disk before it replaces the old checkpoint
-            publish_mode(f.fileno())  # after save_file, which creates the file anew (mode 0600)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, Exception) and not isinstance(err, WriteError):  # OSError, or safetensors' own
-            raise WriteError.of(path, err) from None
-        raise
+    # a full disk can surface as safetensors' own error, not an OSError: any Exception is a refused write
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}),
+                      errors=(Exception,))
     return path
 
 
