@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--heartbeat", type=argtypes.integer(1, 3600), default=10,
                    help="seconds between trial heartbeats; a trial silent for 3 of them is re-run (default 10)")
     p.add_argument("--worker-index", type=argtypes.integer(0, 255), default=0, help=argparse.SUPPRESS)
+    p.add_argument("--spawned", action="store_true", help=argparse.SUPPRESS)  # a worker of a --workers N sweep
     p.set_defaults(func=_sweep)
 
 
@@ -50,6 +51,8 @@ def _sweep(args) -> int:
                         worker=args.worker_index)
     argv = [args.study, "--scale", args.scale, "-o", str(out), "--heartbeat", str(args.heartbeat),
             *(["--storage", args.storage] if args.storage else []), *[f"--set={s}" for s in args.set]]
+    if args.spawned:
+        argv.append("--spawned")
     return run_sweep(study, opts, args.workers, argv, log=lambda line: print(line, flush=True))
 
 

@@ -402,18 +402,41 @@ def _die_with_parent() -> None:
 def run_sweep(study: Study, opts: SweepOptions, workers: int, argv: list[str], log=print) -> int:
     """``workers`` == 1: this process is the worker. More: as many worker processes of this same
     command, sharing the storage; returns the worst exit code."""
+    started = time.time()
     if workers <= 1:
         counts = run_worker(study, opts, log)
         log(f"{study.name} ({study.scale}): {_summary_line(study, opts)}  (this worker: ran {counts['ran']}, "
             f"pruned {counts['pruned']}, failed {counts['failed']})")
-        return 1 if counts["failed"] else 0
+        code = 1 if counts["failed"] else 0
+        if opts.worker == 0 and not _is_spawned_worker(argv):
+            _record_wall(opts.out, started, workers, code, counts["ran"])
+        return code
     prepare_folder(study, opts.out)
     open_study(study, opts)  # create the study once, before the workers race to
     _warn_oversubscribed(study, opts, workers, log)
     procs = [subprocess.Popen([sys.executable, "-m", "squeezelab", "sweep", *argv, "--workers", "1",
-                               "--worker-index", str(i)], preexec_fn=_die_with_parent) for i in range(workers)]
+                               "--worker-index", str(i), "--spawned"], preexec_fn=_die_with_parent)
+             for i in range(workers)]
     codes = [p.wait() for p in procs]
+    _record_wall(opts.out, started, workers, max(codes), None)
     return max(codes)
+
+
+def _is_spawned_worker(argv: list[str]) -> bool:
+    return "--spawned" in argv
+
+
+def _record_wall(out: Path, started: float, workers: int, code: int, ran: int | None) -> None:
+    """One line per `squeezelab sweep` invocation in sweeps.jsonl: the real wall time the report sets
+    beside the --dry-run estimate (a resumed study has several lines; the report sums them)."""
+    line = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "wall_s": round(time.time() - started, 1), "workers": workers, "exit": code,
+            "cores": runtime.available_cores(), **({"ran": ran} if ran is not None else {})}
+    try:
+        with open(out / "sweeps.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError:  # the runs are what matter; a missing timing line must not fail a finished sweep
+        pass
 
 
 def _warn_oversubscribed(study: Study, opts: SweepOptions, workers: int, log) -> None:
