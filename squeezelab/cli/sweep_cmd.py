@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--out", help="study folder (default: studies/<name>-<scale>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for every trial, e.g. --set train.threads=1 (part of the study's identity)")
-    p.add_argument("--dry-run", action="store_true", help="list the trials with params / FLOPs / cost; run none")
+    p.add_argument("--dry-run", action="store_true", help="list the trials with params / FLOPs / cost and the wall time they will take here "
+                        "(with -o: kept in DIR/estimate.json for the report); run none")
     p.add_argument("--heartbeat", type=argtypes.integer(1, 3600), default=10,
                    help="seconds between trial heartbeats; a trial silent for 3 of them is re-run (default 10)")
     p.add_argument("--worker-index", type=argtypes.integer(0, 255), default=0, help=argparse.SUPPRESS)
@@ -44,7 +45,15 @@ def _sweep(args) -> int:
     if extra:  # --set changes what is trained: it is part of the study's identity
         study.raw["extra"] = extra
     if args.dry_run:
-        _print_plan(study, plan(study, extra))
+        rows = plan(study, extra)
+        _print_plan(study, rows)
+        est = _print_estimate(study, extra, args.workers, rows)
+        if est is not None and args.out:  # kept in the study folder: the report sets the real wall time beside it
+            from squeezelab import runtime
+
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            runtime.atomic_write_json(Path(args.out) / "estimate.json",
+                                      {k: est[k] for k in ("seconds", "threads", "workers", "per_run")})
         return 0
     out = Path(args.out or f"studies/{study.name}-{study.scale}")
     opts = SweepOptions(out=out, storage=args.storage, extra=extra, heartbeat=args.heartbeat,
@@ -70,3 +79,18 @@ def _print_plan(study, rows: list[dict]) -> None:
     runs = len(rows) if study.sampler == "grid" else study.n_trials * len(study.seeds)
     print(f"{runs} runs; estimated cost: {total / 1e9:,.3f} GFLOP per {per} (3 x forward FLOPs x epochs)"
           + ("" if study.sampler == "grid" else " summed over the listed choices"))
+
+
+def _print_estimate(study, extra, workers: int, rows: list[dict]) -> dict | None:
+    from squeezelab.errors import ConfigError
+    from squeezelab.experiments.estimate import estimate
+
+    try:
+        est = estimate(study, extra, workers, rows)
+    except ConfigError as err:  # e.g. the data is not there yet: the plan above still stands
+        print(f"no wall-time estimate: {err}")
+        return None
+    longest = max(est["per_run"].values(), default=0.0)
+    print(f"estimated wall time on this machine: {est['seconds'] / 60:.1f} min with {workers} worker(s) x "
+          f"{est['threads']} thread(s) (each model's training step timed here; longest run {longest:.0f} s)")
+    return est

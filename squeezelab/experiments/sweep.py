@@ -480,7 +480,7 @@ def plan(study: Study, extra: dict | None = None) -> list[dict]:
         m = measure(cfg)
         steps = cfg.train.max_steps
         cost = 3 * m["flops"] * (steps * cfg.data.batch_size if steps else cfg.train.epochs)
-        rows.append({"name": trial_name(study, t), "params": t.params, "seed": t.seed, **m,
+        rows.append({"name": trial_name(study, t), "trial": t, "seed": t.seed, **m,
                      "pruned": violations(m, study.constraints), "epochs": cfg.train.epochs,
                      "cost_flops": cost, "cost_per": "run" if steps else "training image"})
     return rows

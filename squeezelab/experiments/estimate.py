@@ -1,0 +1,105 @@
+"""Wall-time estimate of a study on this machine, for ``sweep --dry-run`` and for the report.
+
+FLOPs alone do not tell seconds: on a 2-core CPU SqueezeNet v1.0 and AlexNet at 64 px train at 250 and
+135 img/s for a 1:5.5 FLOP ratio (AlexNet's FC layers run near peak, SqueezeNet's small convolutions
+do not). So each distinct model of the study is timed for a few SGD steps here, on random data of its
+input size, at the batch size, precision and threads its trials will use (one worker's share of the
+cores when several workers share them); the run's images x epochs then give its seconds, and the
+per-epoch evaluation passes (forward only, about a third of a training step per image) are added.
+"""
+
+from __future__ import annotations
+
+import time
+
+from squeezelab import runtime
+
+TIMED_STEPS = 3
+
+
+def images_per_epoch(cfg) -> tuple[int, int]:
+    """(training images, per-epoch evaluation images) of a config, read from the dataset's cache."""
+    from squeezelab.data import default_preset_for, load_dataset
+
+    d = cfg.data
+    preset = d.preset or default_preset_for(d.dataset)
+    common = dict(preset=preset, val_fraction=d.val_fraction, split_scheme=d.split_scheme, seed=cfg.train.seed,
+                  cache_dir=d.cache_dir, download=False, class_map=d.class_map)
+    train = len(load_dataset(d.dataset, d.data_dir, "train", **common))
+    val_split = "val" if d.val_fraction > 0 else (d.val_split or "test")
+    try:
+        val = len(load_dataset(d.dataset, d.data_dir, val_split, **common))
+    except Exception:  # noqa: BLE001 - a dataset without that split: no per-epoch evaluation to count
+        val = 0
+    if d.limit:
+        train, val = min(train, d.limit), min(val, d.limit)
+    return train, val
+
+
+def step_seconds_per_image(cfg, threads: int) -> float:
+    """Measured seconds per training image of the config's model (forward + backward + SGD step)."""
+    import torch
+    from torch import nn
+
+    from squeezelab.data import default_preset_for, get_preset
+    from squeezelab.experiments.measure import NUM_CLASSES
+    from squeezelab.models import create_model
+
+    dev = torch.device("cpu") if cfg.train.device in ("auto", "cpu") and not torch.cuda.is_available() \
+        else runtime.choose_device(cfg.train.device)
+    size = get_preset(cfg.data.preset or default_preset_for(cfg.data.dataset)).input_size
+    classes = cfg.model.num_classes or NUM_CLASSES.get(cfg.data.dataset, 1000)
+    dtype, cl = runtime.resolve_amp(cfg.train.amp, dev), runtime.resolve_channels_last(cfg.train.channels_last, dev)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(0)
+        model = create_model(cfg.model.name, num_classes=classes, **dict(cfg.model.options)).to(dev).train()
+        bs = cfg.data.batch_size
+        x = torch.randn(bs, 3, size, size, device=dev)
+        if cl:
+            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, classes, (bs,), device=dev)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step():
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        step()  # the first step allocates and picks kernels
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return (time.perf_counter() - t) / (TIMED_STEPS * bs)
+    finally:
+        torch.set_num_threads(old)
+
+
+def estimate(study, extra: dict | None, workers: int, rows: list[dict]) -> dict:
+    """{"seconds": the study's wall time with ``workers`` workers, "per_run": {name: seconds},
+    "threads": per worker}: every non-pruned row of ``sweep.plan`` timed by its model's measured step."""
+    cores = runtime.available_cores()
+    first = study.config(rows[0]["trial"], extra) if rows else None
+    threads = (first.train.threads if first is not None and first.train.threads else max(1, cores // workers))
+    per_image: dict[str, float] = {}
+    per_run: dict[str, float] = {}
+    for r in rows:
+        if r["pruned"]:
+            continue
+        cfg = study.config(r["trial"], extra)
+        key = repr((cfg.model.name, sorted(cfg.model.options.items()), cfg.data.batch_size, cfg.data.preset))
+        if key not in per_image:
+            per_image[key] = step_seconds_per_image(cfg, threads)
+        train, val = images_per_epoch(cfg)
+        epochs = cfg.train.epochs
+        images = cfg.train.max_steps * cfg.data.batch_size if cfg.train.max_steps else train * epochs
+        per_run[r["name"]] = per_image[key] * (images + val * epochs / 3)
+    busy = min(workers, max(1, cores // threads))  # workers beyond the cores wait on each other
+    return {"seconds": sum(per_run.values()) / busy, "per_run": per_run, "threads": threads, "workers": workers}
