@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SL=${SQUEEZELAB:-squeezelab}
 STUDIES=("$@")
-[ ${#STUDIES[@]} -eq 0 ] && STUDIES=(table3_bypass squeezenet_vs_alexnet fig3a_squeeze_ratio bn_fire
+[ ${#STUDIES[@]} -eq 0 ] && STUDIES=(table3_bypass fig3a_squeeze_ratio squeezenet_vs_alexnet bn_fire
                                      report000_variants fig3b_pct_3x3 report001_fires report003_conv1_pct)
 for s in "${STUDIES[@]}"; do
     dir=studies/$s-cpu

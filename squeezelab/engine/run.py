@@ -32,6 +32,7 @@ from squeezelab import runtime
 from squeezelab.config import RunConfig, config_from_dict, config_to_dict, dump_config
 from squeezelab.weights import checkpoint as ckpt
 from squeezelab.engine.loop import RunState, StepOptions, early_stopping, evaluate, train_one_epoch
+from squeezelab.engine.events import EventLog
 from squeezelab.engine.metrics import MetricsLog, Progress, log
 from squeezelab.engine.optim import build_optimizer, set_lr
 from squeezelab.engine.schedules import Plateau, lr_factor
@@ -258,6 +259,7 @@ class Run:
     def loop(self) -> None:
         t0, cfg = time.perf_counter(), self.cfg
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl") if self.info.is_main else None
+        self.events = EventLog(self.run_dir, self.state.epoch) if self.info.is_main else None
         total = cfg.train.epochs * self.steps_per_epoch
         while self.state.epoch < cfg.train.epochs and not self._done():
             try:
@@ -318,6 +320,7 @@ class Run:
             if improved and self.cfg.train.select == "best":
                 self._save("best.safetensors", row, optimizer=False)
             self.metrics.append(row)
+            self.events.epoch(row)
             log(_format_row(row, self.cfg.train.epochs))
 
     def _save(self, name: str, row: dict | None, optimizer: bool = True) -> None:
@@ -342,6 +345,8 @@ class Run:
                    "stopped_early": self.state.stopped_early, "selection": self._selection(status, rows),
                    "seconds": round(time.perf_counter() - t0, 2), "error": error}
         runtime.atomic_write_json(self.run_dir / "summary.json", summary)
+        if getattr(self, "events", None) is not None:
+            self.events.close()
         if status == "finished" and self.cfg.train.select == "best" and _test_split(self.cfg) is None:
             log(f"note: no validation split (data.val_fraction 0): best.safetensors was chosen on the "
                 f"{_val_split(self.cfg)} split, which is also where it is scored (optimistic); set "

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from squeezelab import runtime
 from squeezelab.errors import ConfigError
-from squeezelab.experiments import stats
+from squeezelab.experiments import stats, verdict
 from squeezelab.experiments.store import flatten, load_runs
 from squeezelab.experiments.study import VARIANT
 
@@ -48,6 +48,7 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
     if not meta_path.is_file():
         raise ConfigError(f"{study_dir}: not a study folder (no study.json; run squeezelab sweep first)")
     meta = json.loads(meta_path.read_text())
+    meta["published"] = _current_published(meta)
     keys, seed_key = list(meta["space"]), meta["seeds"]["key"]
     variants: dict[str, Variant] = {}
     for rec in load_runs(study_dir):
@@ -61,6 +62,19 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
     for v in ordered:
         v.measure, v.score = _measure_run(study_dir / v.runs[0]["path"]), score
     return meta, ordered
+
+
+def _current_published(meta: dict) -> dict | None:
+    """The published numbers and claims as the study file states them now (they are not part of what
+    runs, so a correction in the file reaches the report without sweeping again); study.json's copy
+    when the file is gone or no longer reads."""
+    from squeezelab.experiments.study import _published, _read_study
+
+    path = Path(meta.get("study_file") or "")
+    try:
+        return _published(_read_study(path).get("published")) if path.is_file() else meta.get("published")
+    except ConfigError:
+        return meta.get("published")
 
 
 def _named(rec: dict, named: dict[str, dict]) -> str | None:
@@ -95,7 +109,9 @@ def variant_rows(meta: dict, variants: list[Variant]) -> list[dict]:
         row = {"variant": v.label, "params": v.measure["params"], "size_mb": v.measure["size_mb"],
                "mflops": v.measure["flops"] / 1e6, "seeds": len(v.runs), "failed": failed,
                "top1": stats.describe(v.values("top1").values()), "top5": stats.describe(v.values("top5").values()),
-               "published": _published(meta.get("published"), v)}
+               "published": _published(meta.get("published"), v),
+               "convergence": verdict.convergence([[e["top1"] for e in r["curve"]] for r in v.runs
+                                                   if r["status"] == "finished" and r["curve"]])}
         rows.append(row)
     return rows
 
@@ -103,11 +119,44 @@ def variant_rows(meta: dict, variants: list[Variant]) -> list[dict]:
 def _published(pub: dict | None, v: Variant) -> dict | None:
     if not pub:
         return None
-    rec = {**v.runs[0], **({f"config.{VARIANT}": v.params[VARIANT]} if VARIANT in v.params else {})}
-    for row in pub["rows"]:  # match: config keys, or the named variant ({variant: SN_lr1})
-        if all(_same(rec.get(f"config.{k}"), want) for k, want in row["match"].items()):
+    for row in pub.get("rows") or []:
+        if _matches(v, row["match"]):
             return {k: row.get(k) for k in ("top1", "top5", "size_mb", "note")}
     return None
+
+
+def _matches(v: Variant, match: dict) -> bool:
+    """Whether a variant is the one ``match`` names: by config keys, or by name ({variant: SN_lr1})."""
+    rec = {**v.runs[0], **({f"config.{VARIANT}": v.params[VARIANT]} if VARIANT in v.params else {})}
+    return all(_same(rec.get(f"config.{k}"), want) for k, want in match.items())
+
+
+def claim_rows(meta: dict, variants: list[Variant], rows: list[dict]) -> list[dict]:
+    """Each claim of the study file against our runs: A - B with its 95% interval, the minimal effect
+    detectable at this number of seeds and spread (power 0.8), and the verdict."""
+    out = []
+    by_label = {r["variant"]: r for r in rows}
+    for c in (meta.get("published") or {}).get("claims") or []:
+        a = [v for v in variants if _matches(v, c["a"])]
+        b = [v for v in variants if _matches(v, c["b"])]
+        metric = c.get("metric") or meta.get("metric", "top1")
+        row = {"claim": c["claim"] + (f" ({c['note']})" if c.get("note") else ""), "source": c.get("source", ""), "metric": metric, "published": c.get("published"),
+               "kind": c["kind"]}
+        if len(a) != 1 or len(b) != 1:
+            out.append({**row, "a": str(c["a"]), "b": str(c["b"]), "effect": None, "mde": stats.NA("no such variant"),
+                        "verdict": f"not run at this scale ({len(a)} and {len(b)} variants match A and B)"})
+            continue
+        eff = stats.effect(a[0].values(metric), b[0].values(metric))
+        n = eff["n"] if isinstance(eff["n"], int) else min(eff["n"])
+        mde = stats.mde(n, eff["sd"], paired=eff["test"] == "paired t")
+        text = verdict.verdict(c["kind"], c.get("published"), eff)
+        conv = {v.label: by_label[v.label]["convergence"]["converged"] for v in (a[0], b[0])}
+        if any(ok is False for ok in conv.values()):
+            text += f" (not converged: {', '.join(k for k, ok in conv.items() if ok is False)})"
+        elif any(ok is not True for ok in conv.values()):
+            text += " (convergence not measured: runs too short for a curve)"
+        out.append({**row, "a": a[0].label, "b": b[0].label, "effect": eff, "mde": mde, "verdict": text})
+    return out
 
 
 def _same(a, b) -> bool:
@@ -144,8 +193,10 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def figure_size(rows: list[dict], title: str, score: str = "best") -> bytes:
-    """Accuracy vs model size (paper Fig. 3 style): one point per variant, 95% CI bars over seeds."""
+def figure_size(rows: list[dict], title: str, score: str = "best", published: dict | None = None) -> bytes:
+    """Accuracy vs model size (paper Fig. 3 style): one point per variant, 95% CI bars over seeds; the
+    published points (another dataset) on their own right-hand axis, at their published size where the
+    study file gives one, else at ours."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,7 +216,19 @@ def figure_size(rows: list[dict], title: str, score: str = "best") -> bytes:
             ax.annotate(r["variant"], (r["size_mb"], 100 * r["top1"]["mean"]), textcoords="offset points",
                         xytext=(4, -12), fontsize=7)
     ax.set_ylim(0, 100)  # a t interval over 2-3 seeds can reach past 0 or 100: show the possible range
+    pub = [(r, r["published"]) for r in rows if r["published"]]
     sizes = [r["size_mb"] for r in rows if r["size_mb"] > 0]
+    sizes += [p["size_mb"] for _, p in pub if p.get("size_mb")]
+    if pub:
+        right = ax.twinx()
+        for metric, marker in (("top1", "o"), ("top5", "s")):
+            pts = sorted(((p.get("size_mb") or r["size_mb"], p[metric]) for r, p in pub if p.get(metric) is not None))
+            if pts:
+                right.plot([x for x, _ in pts], [y for _, y in pts], marker=marker, linestyle=":", color="grey",
+                           markerfacecolor="none", label=f"published {metric} ({(published or {}).get('dataset', '?')})")
+        right.set_ylim(0, 100)
+        right.set_ylabel(f"published accuracy (%), {(published or {}).get('dataset', 'their data')}")
+        right.legend(fontsize=7, loc="lower right")
     log = bool(sizes) and max(sizes) > 10 * min(sizes)  # SqueezeNet beside AlexNet: 3 MB vs 94 MB
     if log:
         ax.set_xscale("log")
@@ -221,11 +284,12 @@ def _pm(d: dict) -> str:
 
 
 def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict],
-           score: str = "best") -> dict[str, tuple[list, list]]:
+           score: str = "best", claims: list[dict] | None = None) -> dict[str, tuple[list, list]]:
     """name -> (header, rows of text): the same tables go into report.md and index.html."""
     pub = meta.get("published")
     split = "test" if score == "test" else "val"
-    head = ["variant", "params", "MB fp32", "MFLOPs", "seeds", f"{split} top-1 % (mean ± 95% CI)", f"{split} top-5 %"]
+    head = ["variant", "params", "MB fp32", "MFLOPs", "seeds", f"{split} top-1 % (mean ± 95% CI)", f"{split} top-5 %",
+            "last-25% gain (points)", "converged"]
     # the published model's size only where the study file gives one (the paper's Fig. 3 points)
     pub_mb = bool(pub) and any((r["published"] or {}).get("size_mb") is not None for r in rows)
     if pub:
@@ -233,7 +297,8 @@ def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict],
     var = []
     for r in rows:
         line = [r["variant"], f"{r['params']:,}", f"{r['size_mb']:.3f}", f"{r['mflops']:.1f}",
-                f"{r['seeds'] - len(r['failed'])}/{r['seeds']}", _pm(r["top1"]), _pm(r["top5"])]
+                f"{r['seeds'] - len(r['failed'])}/{r['seeds']}", _pm(r["top1"]), _pm(r["top5"]),
+                _gain(r["convergence"]), _converged(r["convergence"])]
         if pub:
             p = r["published"] or {}
             line += [_maybe(p.get("top1")), _maybe(p.get("top5"))] + ([_maybe(p.get("size_mb"))] if pub_mb else [])
@@ -242,8 +307,37 @@ def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict],
     comp = [[c["a"], c["b"], c["test"], str(c["n"]), _diff(c["mean_diff"]), stats.fmt(c["t"]), stats.fmt(c["p"]),
              stats.fmt(c["p_holm"]), stats.fmt(c["d"]), stats.fmt(c["wilcoxon_p"])] for c in comps]
     cor = [[c["x"], str(c["n"]), stats.fmt(c["r"]), stats.fmt(c["p"])] for c in corr]
-    return {"variants": (head, var), "comparisons": (comp_head, comp),
+    claim_head = ["claim", "seed document", "A", "B", "metric", "published A - B (points)", "ours A - B (95% CI)",
+                  "p", "MDE (power 0.8)", "verdict"]
+    cl = [[c["claim"], c["source"], c["a"], c["b"], c["metric"], _maybe(c["published"]), _effect(c["effect"]),
+           stats.fmt(c["effect"]["p"]) if c["effect"] else "-", _points(c["mde"]), c["verdict"]] for c in claims or []]
+    return {"claims": (claim_head, cl), "variants": (head, var), "comparisons": (comp_head, comp),
             "correlations": (["x", "runs", "Pearson r", "p"], cor)}
+
+
+def _gain(conv: dict) -> str:
+    d = conv["gain"]
+    return str(d["mean"]) if isinstance(d["mean"], stats.NA) else f"{100 * d['mean']:+.2f}"
+
+
+def _converged(conv: dict) -> str:
+    ok = conv["converged"]
+    if isinstance(ok, stats.NA):
+        return str(ok)
+    return f"{'yes' if ok else 'NO'} ({conv['converged_runs']}/{conv['runs']} runs < 1 point)"
+
+
+def _effect(eff: dict | None) -> str:
+    if eff is None:
+        return "-"
+    if not isinstance(eff["ci95"], tuple):
+        return f"{_diff(eff['mean'])} ({eff['ci95']})"
+    lo, hi = eff["ci95"]
+    return f"{100 * eff['mean']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+
+
+def _points(v) -> str:
+    return str(v) if isinstance(v, stats.NA) else f"{100 * v:.2f}"
 
 
 def _maybe(v) -> str:
@@ -284,10 +378,48 @@ def _notes(meta: dict, rows: list[dict], metric: str, study_dir: Path, score: st
     if pruned:
         notes.append("Pruned before training by the study's constraints: "
                      + "; ".join(f"{p['trial']} ({p['reason']})" for p in pruned) + ".")
+    unconverged = [r["variant"] for r in rows if r["convergence"]["converged"] is False]
+    if unconverged:
+        notes.append(f"NOT CONVERGED (validation top-1 still gained a point or more over the last 25% of the epochs, "
+                     f"mean over seeds): {', '.join(unconverged)}. Conclusions about these variants are about an "
+                     f"unfinished training, and their claims are marked so.")
+    elif rows and all(r["convergence"]["converged"] is True for r in rows):
+        notes.append("Every variant converged: validation top-1 gained under 1 point over the last 25% of the "
+                     "epochs (mean over seeds).")
+    notes += _timing(study_dir)
     failed = [p for r in rows for p in r["failed"]]
     if failed:
         notes.append(f"Runs that did not finish (left out of the statistics): {', '.join(failed)}.")
     return notes
+
+
+def _timing(study_dir: Path) -> list[str]:
+    """The study's real wall time (sweeps.jsonl: one line per `sweep` invocation) beside the
+    `sweep --dry-run -o` estimate (estimate.json), where the folder has them."""
+    walls = []
+    for line in _read_lines(study_dir / "sweeps.jsonl"):
+        try:
+            rec = json.loads(line)
+            walls.append((float(rec["wall_s"]), int(rec.get("workers", 1))))
+        except (ValueError, TypeError, KeyError):
+            continue
+    if not walls:
+        return []
+    text = (f"Wall time: {sum(w for w, _ in walls) / 60:.1f} min over {len(walls)} sweep invocation(s) with "
+            f"{', '.join(sorted({str(n) for _, n in walls}))} worker(s)")
+    try:
+        est = json.loads((study_dir / "estimate.json").read_text())
+        text += f"; `sweep --dry-run` estimated {float(est['seconds']) / 60:.1f} min with {est['workers']} worker(s)"
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return [text + "."]
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    except OSError:
+        return []
 
 
 def _dataset(meta: dict) -> str:
@@ -306,9 +438,11 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     metric = meta.get("metric", "top1")
     rows = variant_rows(meta, variants)
-    tabs = tables(meta, rows, comparisons(variants, metric), correlations(meta, variants, metric), variants[0].score)
+    tabs = tables(meta, rows, comparisons(variants, metric), correlations(meta, variants, metric), variants[0].score,
+                  claim_rows(meta, variants, rows))
     title = f"{meta['name']} ({meta['scale']})"
-    pngs = {"accuracy_vs_size.png": figure_size(rows, title, variants[0].score), "learning_curves.png": figure_curves(variants, title)}
+    pngs = {"accuracy_vs_size.png": figure_size(rows, title, variants[0].score, meta.get("published")),
+            "learning_curves.png": figure_curves(variants, title)}
     for name, data in pngs.items():
         runtime.atomic_write_bytes(out / name, data)
     notes = _notes(meta, rows, metric, study_dir, variants[0].score)
@@ -317,7 +451,10 @@ def write_report(study_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-SECTIONS = (("variants", "Variants (mean over seeds, 95% t interval)"),
+SECTIONS = (("claims", "Claim vs ours (A - B in points; 95% interval of the paired differences over seeds; MDE: "
+                       "the smallest true difference these seeds would detect 80% of the time)"),
+            ("variants", "Variants (mean over seeds, 95% t interval; converged: validation top-1 gained under 1 point "
+                         "over the last 25% of the epochs, mean over seeds)"),
             ("comparisons", "Between variants (paired t when the same seeds ran both, Welch otherwise; "
                             "Holm over all pairs)"),
             ("correlations", "Correlation with the metric (Pearson, over finished runs)"))
@@ -327,7 +464,8 @@ def _markdown(title, notes, tabs, pngs) -> str:
     parts = [f"# {title}", "", *notes, ""]
     parts += [f"![{n}]({n})" for n in pngs] + [""]
     for key, heading in SECTIONS:
-        parts += [f"## {heading}", "", _md_table(*tabs[key]), ""]
+        if tabs[key][1]:
+            parts += [f"## {heading}", "", _md_table(*tabs[key]), ""]
     return "\n".join(parts)
 
 
@@ -338,6 +476,7 @@ def _html(title, notes, tabs, pngs) -> str:
                    for n, d in pngs.items())
     body = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(n)}</p>" for n in notes], f"<div>{imgs}</div>"]
     for key, heading in SECTIONS:
-        body += [f"<h2>{html.escape(heading)}</h2>", _html_table(*tabs[key])]
+        if tabs[key][1]:
+            body += [f"<h2>{html.escape(heading)}</h2>", _html_table(*tabs[key])]
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

@@ -162,3 +162,60 @@ def fmt(v, digits: int = 3, pct: bool = False) -> str:
     if isinstance(v, tuple):
         return f"[{fmt(v[0], digits, pct)}, {fmt(v[1], digits, pct)}]"
     return f"{100 * v:.{max(digits - 1, 1)}f}%" if pct else f"{v:.{digits}g}"
+
+
+def effect(a: dict[int, float | None], b: dict[int, float | None]) -> dict:
+    """A - B with its 95% interval: the paired t interval of the per-seed differences when both ran the
+    same seeds (at least 2), else Welch's. {"test", "n", "mean", "ci95", "p", "sd"}; sd is the spread
+    the minimal detectable effect is computed from (of the differences, or the pooled one)."""
+    from scipy import stats
+
+    a, b = _clean(a), _clean(b)
+    if len(a) < 2 or len(b) < 2:
+        why = NA(f"needs 2 finished seeds in each variant (have {len(a)} and {len(b)})")
+        return {"test": "-", "n": (len(a), len(b)), "mean": _mean_diff(a, b), "ci95": why, "p": why, "sd": why}
+    if set(a) == set(b):
+        diff = [a[s] - b[s] for s in sorted(a)]
+        n, mean = len(diff), sum(diff) / len(diff)
+        sd = 0.0 if _constant(diff) else float(stats.tstd(diff))
+        half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+        p = _paired(list(a[s] for s in sorted(a)), list(b[s] for s in sorted(a)))["p"]
+        return {"test": "paired t", "n": n, "mean": mean, "ci95": (mean - half, mean + half), "p": p, "sd": sd}
+    xa, xb = list(a.values()), list(b.values())
+    va, vb, na, nb = _tvar(xa), _tvar(xb), len(xa), len(xb)
+    mean = sum(xa) / na - sum(xb) / nb
+    se = math.sqrt(va / na + vb / nb)
+    if se == 0:
+        return {"test": "Welch t", "n": (na, nb), "mean": mean, "ci95": (mean, mean),
+                "p": NA("no variance within either variant"), "sd": 0.0}
+    df = (va / na + vb / nb) ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    half = float(stats.t.ppf(0.975, df)) * se
+    return {"test": "Welch t", "n": (na, nb), "mean": mean, "ci95": (mean - half, mean + half),
+            "p": _welch(xa, xb)["p"], "sd": math.sqrt((va + vb) / 2)}
+
+
+def mde(n: int, sd: float, paired: bool = True, power: float = 0.8, alpha: float = 0.05):
+    """The smallest true difference a two-sided t-test at ``alpha`` detects with probability ``power``,
+    given ``n`` seeds (pairs, or per variant when unpaired) and the spread ``sd`` (of the paired
+    differences, or within a variant): solved on the noncentral t distribution."""
+    from scipy import optimize, stats
+
+    if not _num(sd) or n < 2:
+        return NA("needs 2 seeds and a spread")
+    if sd == 0:
+        return 0.0
+    df = n - 1 if paired else 2 * n - 2
+    scale = math.sqrt(n) if paired else math.sqrt(n / 2)  # noncentrality per unit of effect / sd
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def gap(delta: float) -> float:
+        nc = delta * scale
+        got = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+        return (1.0 if math.isnan(got) else got) - power  # NaN far in the tail, where the power is 1
+
+    hi = 1.0
+    while gap(hi) < 0:  # the effect (in sds) grows until the test has the power
+        hi *= 2
+        if hi > 1e6:
+            return NA("power not reached")
+    return float(optimize.brentq(gap, 0.0, hi)) * sd

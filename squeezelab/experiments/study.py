@@ -242,12 +242,15 @@ def _constraints(raw: object) -> dict[str, float]:
 def _published(raw: object) -> dict | None:
     if raw is None:
         return None
-    _check_keys(raw, ("dataset", "source", "metric_note", "rows"), "published")
-    rows = raw.get("rows")
+    from squeezelab.experiments.verdict import check_claims
+
+    _check_keys(raw, ("dataset", "source", "metric_note", "rows", "claims"), "published")
+    rows = raw.get("rows", [])
     if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("match"), dict)
                                              for r in rows):
         raise ConfigError("published.rows: expected a list of {match: {key: value}, top1: .., top5: ..}")
-    return dict(raw)
+    claims = check_claims(raw.get("claims"))
+    return {**raw, "rows": rows, **({"claims": claims} if claims else {})}
 
 
 def _validate_trials(study: Study, extra: dict) -> None:

@@ -250,6 +250,7 @@ def _run_grid(study, opts, ostudy, otrial, trial: Trial, log, total) -> str:
     if reason:
         return _prune(opts.out, ostudy, otrial, name, m, reason, log, total)
     result = run_trial(cfg, opts.out, name)
+    _hparams(opts.out, result, {**trial.params, study.seed_key: trial.seed})
     return _tell(ostudy, otrial, [result], name, m, log, total, study.metric)
 
 
@@ -265,6 +266,7 @@ def _run_sampled(study, opts, ostudy, otrial, slot, previous, log, total) -> str
     for seed in study.seeds:  # a sampled variant runs under every seed; its value is their mean
         t = Trial(params, seed)
         results.append(run_trial(study.config(t, opts.extra), opts.out, trial_name(study, t, slot)))
+        _hparams(opts.out, results[-1], {**params, study.seed_key: seed})
     return _tell(ostudy, otrial, results, name, m, log, total, study.metric)
 
 
@@ -361,6 +363,19 @@ def run_trial(cfg, out: Path, name: str) -> dict:
                                                           f"{_last_line(logs / f'{name}.log')}")
     return {"run": str(run_dir.relative_to(out)), "status": summary.get("status", "failed"),
             "best": summary.get("best") or {}, "error": error, "log": str(logs / f"{name}.log")}
+
+
+def _hparams(out: Path, result: dict, params: dict) -> None:
+    """A finished trial's parameters and scores for TensorBoard's HParams tab (when installed)."""
+    from squeezelab.engine.events import write_hparams
+
+    if result["status"] != "finished":
+        return
+    summary = _summary(out / result["run"])
+    test = (summary.get("selection") or {}).get("test") or {}
+    scores = {f"val_{k}": result["best"].get(k) for k in ("top1", "top5")}  # the kept epoch's
+    scores.update({f"test_{k}": test.get(k) for k in ("top1", "top5")})
+    write_hparams(out / result["run"], params, scores)
 
 
 def _last_line(path: Path) -> str:
