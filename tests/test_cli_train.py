@@ -136,6 +136,46 @@ def test_eval_of_the_authors_compressed_squeezenet_matches_its_published_numbers
     assert round(100 * r["top1"], 1) == 71.7 and round(100 * r["top5"], 1) == 92.3
 
 
+def _image_list_subset(tmp_path, shared_data, keep, synsets: int | None = None):
+    """A labelled subset of imagenet-val-300 as users make one: images/ + labels.txt with ImageNet's
+    0-999 indices, and (optionally) a class list of ``synsets`` lines beside it."""
+    import shutil
+
+    src = shared_data / "imagenet-val-300"
+    root = tmp_path / "subset"
+    (root / "images").mkdir(parents=True)
+    lines = [line for line in (src / "labels.txt").read_text().splitlines() if line.strip()]
+    picked = [line for line in lines if keep(int(line.split()[1]))]
+    for line in picked:
+        shutil.copy(src / "images" / line.split()[0], root / "images")
+    (root / "labels.txt").write_text("\n".join(picked) + "\n")
+    if synsets is not None:
+        words = (src / "synset_words.txt").read_text().splitlines()[:synsets]
+        (root / "synset_words.txt").write_text("\n".join(words) + "\n")
+    return root, picked
+
+
+@pytest.mark.parametrize("top", [999, 500])
+def test_a_labelled_imagenet_subset_without_a_class_list_is_scored_with_the_weights_classes(
+        tmp_path, shared_data, capsys, top):
+    """Issue 20: labels 0..998 (or 0..499) and no class list: the largest label is not the class count;
+    the weights' 1000 classes score it, and the score is the one of those images within the 300."""
+    root, picked = _image_list_subset(tmp_path, shared_data, lambda c: c < top)
+    net = shared_data / "squeezenet-deep-compression" / "compressed_SqueezeNet.net"
+    argv = ["eval", "--weights", str(net), "--dataset", "image-list", "--data-dir", str(root), "--json"]
+    assert main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["n"] == len(picked) and 0.5 < r["top1"] < 0.9  # ImageNet weights on ImageNet images
+
+
+def test_a_declared_class_list_that_does_not_match_the_weights_is_refused(tmp_path, shared_data, capsys):
+    root, _ = _image_list_subset(tmp_path, shared_data, lambda c: c < 999, synsets=999)
+    net = shared_data / "squeezenet-deep-compression" / "compressed_SqueezeNet.net"
+    cli_one_line_error(capsys, ["eval", "--weights", str(net), "--dataset", "image-list", "--data-dir", str(root)],
+                       "1000 classes and the dataset 999")
+    cli_one_line_error(capsys, ["eval", "--weights", str(net), "--dataset", "digits"], "1000 classes and the dataset 10")
+
+
 def test_images_decoded_per_item_train_through_a_dataloader(tmp_path, shared_data):
     """in_memory: false -> LazyImageSet + DataLoader (DistributedSampler) instead of TensorLoader."""
     import shutil

@@ -392,3 +392,88 @@ def test_fixed_threads_times_workers_above_the_cores_is_warned(tmp_path):
     _warn_oversubscribed(study, SweepOptions(out=tmp_path, extra={}), 2, lines.append)  # digits_smoke: 1 thread
     _warn_oversubscribed(study, SweepOptions(out=tmp_path, extra={"train.threads": None}), 2, lines.append)
     assert lines == [] or cores < 2
+
+
+def test_report_judges_each_claim_and_flags_unconverged_variants(tmp_path):
+    """Claim vs ours: A - B with the paired interval, the MDE and the verdict; a variant whose
+    validation top-1 still climbed over the last quarter is flagged, and so are its claims; the wall
+    time of the sweep sits beside the dry-run estimate."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    pub = {"dataset": "imagenet", "source": "test numbers", "rows": [], "claims": [
+        {"claim": "sr 1.0 beats sr 0.25", "source": "paper", "a": {"model.options.sr": 1.0},
+         "b": {"model.options.sr": 0.25}, "published": 2.0},
+        {"claim": "sr 0.5 beats sr 0.25", "a": {"model.options.sr": 0.5}, "b": {"model.options.sr": 0.25},
+         "kind": "higher"}]}
+    path = write_study(tmp_path, seeds={"values": [0, 1, 2, 3, 4]}, published=pub)
+    out = tmp_path / "st"
+    prepare_folder(load_study(path), out)
+    for seed, (a, b) in enumerate([(0.50, 0.56), (0.52, 0.57), (0.49, 0.56), (0.51, 0.55), (0.50, 0.57)]):
+        fake_run(out, 0.25, seed, [0.3, 0.45, a - 0.001, a])  # flat over the last quarter
+        fake_run(out, 1.0, seed, [0.3, 0.40, b - 0.05, b])    # still gaining 5 points
+    (out / "sweeps.jsonl").write_text(json.dumps({"wall_s": 600.0, "workers": 2}) + "\n")
+    (out / "estimate.json").write_text(json.dumps({"seconds": 540.0, "workers": 2, "threads": 1, "per_run": {}}))
+    assert main(["report", str(out), "-o", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    claims = md[md.index("## Claim vs ours"):md.index("## Variants")]
+    diff = [b - a for a, b in [(0.50, 0.56), (0.52, 0.57), (0.49, 0.56), (0.51, 0.55), (0.50, 0.57)]]
+    from scipy import stats as sp
+
+    lo, hi = sp.t.interval(0.95, 4, loc=sum(diff) / 5, scale=sp.sem(diff))
+    assert f"+{100 * sum(diff) / 5:.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]" in claims
+    assert "| reproduced (not converged: sr=1.0) |" in claims
+    assert "sr 0.5 beats sr 0.25" in claims and "not run at this scale" in claims
+    assert "NOT CONVERGED" in md and "| NO (0/5 runs < 1 point) |" in md and "| yes (5/5 runs < 1 point) |" in md
+    assert "Wall time: 10.0 min over 1 sweep invocation(s) with 2 worker(s); `sweep --dry-run` estimated 9.0 min" in md
+
+
+def test_the_report_reads_claims_from_the_study_file_as_it_is_now(tmp_path):
+    """Published numbers and claims do not change what runs: an edit of the study file reaches the
+    report without a new sweep."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    path = write_study(tmp_path, seeds={"values": [0, 1]})
+    out = tmp_path / "st"
+    prepare_folder(load_study(path), out)
+    for seed in (0, 1):
+        fake_run(out, 0.25, seed, [0.3, 0.5 + seed / 100])
+        fake_run(out, 1.0, seed, [0.3, 0.6 + seed / 50])
+    raw = yaml.safe_load(path.read_text())
+    raw["published"] = {"dataset": "imagenet", "rows": [], "claims": [
+        {"claim": "wider squeeze is better", "a": {"model.options.sr": 1.0}, "b": {"model.options.sr": 0.25},
+         "kind": "higher"}]}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["report", str(out)]) == 0
+    assert "wider squeeze is better" in (out / "report.md").read_text()
+
+
+def test_runs_and_sweep_trials_write_tensorboard_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = write_study(tmp_path, space={"model.options.sr": [0.25]}, scales={"smoke": {"set": {**FAST, "train.epochs": 2}}})
+    out = tmp_path / "st"
+    assert main(["sweep", str(path), "-o", str(out), "--set", "train.threads=1"]) == 0
+    run = out / "runs" / "sr-0.25_seed-0"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    ea = EventAccumulator(str(run / "tensorboard"))
+    ea.Reload()
+    assert {"loss/train", "loss/val", "accuracy/top1", "accuracy/top5", "lr", "speed/images_per_second"} <= set(ea.Tags()["scalars"])
+    assert [(e.step, round(e.value, 5)) for e in ea.Scalars("accuracy/top1")] == \
+        [(m["epoch"], round(m["top1"], 5)) for m in metrics]
+    hp = EventAccumulator(str(run / "tensorboard" / "hparams"))
+    hp.Reload()
+    assert "hparam/val_top1" in hp.Tags()["scalars"]
+    assert "_hparams_/experiment" in hp.PluginTagToContent("hparams")  # what the HParams tab reads
+
+
+def test_dry_run_estimates_the_wall_time_and_keeps_it_for_the_report(tmp_path, capsys):
+    path = write_study(tmp_path, seeds={"values": [0, 1]})
+    assert main(["sweep", str(path), "--dry-run", "--workers", "2", "-o", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "estimated wall time on this machine:" in out and "with 2 worker(s)" in out
+    est = json.loads((tmp_path / "st" / "estimate.json").read_text())
+    assert est["seconds"] > 0 and len(est["per_run"]) == 4 and est["workers"] == 2
+    assert not (tmp_path / "st" / "runs").exists()

@@ -81,3 +81,97 @@ def test_degenerate_descriptions_and_correlations():
     assert "needs 3 points" in str(stats.pearson([1, 2], [3, 4])["r"])
     assert "identical values" in str(stats.pearson([1, 1, 1], [0.3, 0.4, 0.5])["r"])
     assert stats.fmt(stats.NA("one seed")) == "n/a (one seed)"
+
+
+# ------------------------------------------------------------------ effects, power, verdicts
+
+
+def test_effect_is_the_paired_t_interval_of_the_differences():
+    e = stats.effect(A, B)
+    diff = [A[s] - B[s] for s in A]
+    lo, hi = sp.t.interval(0.95, 3, loc=sum(diff) / 4, scale=sp.sem(diff))
+    assert e["test"] == "paired t" and e["n"] == 4
+    assert e["mean"] == pytest.approx(0.025) and e["ci95"] == pytest.approx((lo, hi))
+    assert e["p"] == pytest.approx(sp.ttest_rel(list(A.values()), list(B.values())).pvalue)
+
+
+def test_effect_is_welch_when_the_seeds_differ():
+    b = {10 + s: v for s, v in B.items()}
+    e = stats.effect(A, b)
+    ref = sp.ttest_ind(list(A.values()), list(b.values()), equal_var=False)
+    lo, hi = ref.confidence_interval(0.95)
+    assert e["test"] == "Welch t" and e["ci95"] == pytest.approx((lo, hi)) and e["p"] == pytest.approx(ref.pvalue)
+
+
+@pytest.mark.parametrize("n, sd", [(3, 0.02), (5, 0.02), (5, 0.05), (10, 0.01), (30, 0.03)])
+def test_minimal_detectable_effect_has_power_0_8(n, sd):
+    """At the MDE the paired t-test's power (simulated: 4,000 experiments) is 0.8; the normal
+    approximation (z_0.975 + z_0.8) sd / sqrt(n) is a lower bound that the t correction raises."""
+    import numpy as np
+
+    mde = stats.mde(n, sd)
+    assert mde > (sp.norm.ppf(0.975) + sp.norm.ppf(0.8)) * sd / math.sqrt(n)
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(mde, sd, size=(4000, n))
+    t = diffs.mean(1) / (diffs.std(1, ddof=1) / math.sqrt(n))
+    power = float(np.mean(np.abs(t) > sp.t.ppf(0.975, n - 1)))
+    assert power == pytest.approx(0.8, abs=0.025)
+
+
+def test_mde_degenerate_inputs():
+    assert stats.mde(5, 0.0) == 0.0
+    assert isinstance(stats.mde(1, 0.02), stats.NA) and isinstance(stats.mde(5, stats.NA("x")), stats.NA)
+
+
+def _eff(mean, lo, hi):
+    return {"mean": mean / 100, "ci95": (lo / 100, hi / 100)}
+
+
+@pytest.mark.parametrize("kind, published, eff, verdict", [
+    ("difference", 2.9, _eff(3.5, 1.0, 6.0), "reproduced"),
+    ("difference", 2.9, _eff(2.0, 0.5, 3.5), "reproduced"),             # the published effect is inside the CI
+    ("difference", 2.9, _eff(1.0, 0.3, 1.7), "same direction, smaller"),
+    ("difference", 2.9, _eff(1.0, -0.5, 2.5), "not detected"),
+    ("difference", 2.9, _eff(-2.0, -3.5, -0.5), "reversed"),
+    ("difference", -1.0, _eff(-2.0, -3.5, -0.5), "reproduced"),
+    ("higher", None, _eff(2.0, 0.5, 3.5), "reproduced"),
+    ("higher", None, _eff(-2.0, -3.5, -0.5), "reversed"),
+    ("equal", 0.0, _eff(0.5, -1.0, 2.0), "reproduced (no difference detected)"),
+    ("equal", 0.0, _eff(2.0, 0.5, 3.5), "not reproduced"),
+    ("at_least", 0.3, _eff(-1.0, -2.5, 0.5), "reproduced"),
+    ("at_least", 0.3, _eff(-3.0, -4.5, -1.5), "reversed"),
+])
+def test_verdicts(kind, published, eff, verdict):
+    from squeezelab.experiments.verdict import verdict as judge
+
+    assert judge(kind, published, eff) == verdict
+
+
+def test_convergence_is_the_gain_over_the_last_quarter():
+    from squeezelab.experiments.verdict import convergence, last_quarter_gain
+
+    flat = [0.1, 0.3, 0.4, 0.45, 0.46, 0.462, 0.458, 0.461]  # 8 epochs: the last 2 vs epoch 6
+    assert last_quarter_gain(flat) == pytest.approx(0.461 - 0.462)
+    rising = [0.1, 0.2, 0.3, 0.4, 0.5]  # ceil(5/4) = 2 epochs: 0.5 - 0.3
+    assert last_quarter_gain(rising) == pytest.approx(0.2)
+    c = convergence([flat, rising])
+    assert c["runs"] == 2 and c["converged_runs"] == 1 and c["converged"] is False  # mean gain ~ +10 points
+    assert convergence([flat, flat])["converged"] is True
+    assert isinstance(convergence([[0.5]])["converged"], stats.NA)
+
+
+@pytest.mark.parametrize("claim, words", [
+    ([{"a": {"x": 1}, "b": {"x": 2}}], "claim: expected the claim"),
+    ([{"claim": "c", "a": {"x": 1}}], ".b: expected a variant"),
+    ([{"claim": "c", "a": {"x": 1}, "b": {"x": 2}}], "needs its published effect"),
+    ([{"claim": "c", "a": {"x": 1}, "b": {"x": 2}, "kind": "bigger"}], "kind: expected one of"),
+    ([{"claim": "c", "a": {"x": 1}, "b": {"x": 2}, "published": "2.9"}], "published: expected"),
+    ([{"claim": "c", "a": {"x": 1}, "b": {"x": 2}, "published": 1, "colour": 1}], "unknown key"),
+    ({"claim": "c"}, "expected a list"),
+])
+def test_bad_claims_are_one_line(claim, words):
+    from squeezelab.errors import ConfigError
+    from squeezelab.experiments.verdict import check_claims
+
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        check_claims(claim)

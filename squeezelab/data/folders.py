@@ -81,7 +81,8 @@ def build_image_list(root: Path, split: str) -> Listing:
     bad = next((v for v in labels if not 0 <= v < len(classes)), None)
     if bad is not None:
         raise DataError(f"{labels_txt}:{where[bad]}: class index {bad} out of range 0..{len(classes) - 1}")
-    return Listing("image-list", split, FileSource(root), refs, labels, classes, fixed_size=False)
+    return Listing("image-list", split, FileSource(root), refs, labels, classes, fixed_size=False,
+                   extra={"classes_declared": synsets.is_file()})
 
 
 register(DatasetSpec(

@@ -29,6 +29,9 @@ class ImageSet(Dataset):
         self.classes = list(classes)
         self.name = name
         self.split = split
+        # False: no class list came with the data (image-list without synset_words.txt): the classes
+        # are 0..max label, so a model may have more (a labelled subset of ImageNet's 1000 classes)
+        self.classes_declared = True
 
     @property
     def num_classes(self) -> int:
@@ -41,7 +44,9 @@ class ImageSet(Dataset):
         return self.images[i], int(self.labels[i])
 
     def subset(self, index: torch.Tensor, split: str) -> "ImageSet":
-        return ImageSet(self.images[index], self.labels[index], self.classes, self.name, split)
+        out = ImageSet(self.images[index], self.labels[index], self.classes, self.name, split)
+        out.classes_declared = self.classes_declared
+        return out
 
     def with_classes(self, lut: torch.Tensor, classes: list[str]) -> "ImageSet":
         """The same images with label l relabelled lut[l], in the class list ``classes``."""
@@ -68,6 +73,7 @@ class LazyImageSet(Dataset):
         self.name = listing.name
         self.split = split or listing.split
         self.lut: torch.Tensor | None = None  # relabelling of with_classes
+        self.classes_declared = listing.extra.get("classes_declared", True)  # as ImageSet's
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +96,7 @@ class LazyImageSet(Dataset):
     def with_classes(self, lut: torch.Tensor, classes: list[str]) -> "LazyImageSet":
         out = LazyImageSet(self.listing, self.policy, self.split, self.index)
         out.lut = lut if self.lut is None else lut[self.lut]
-        out.labels, out.classes = lut[self.labels], list(classes)
+        out.labels, out.classes, out.classes_declared = lut[self.labels], list(classes), True
         return out
 
     def describe(self, i: int) -> str:

@@ -170,7 +170,9 @@ def _load_split(name, data_dir, split, *, preset, val_fraction, split_scheme, se
     for part in parts:
         built = spec.build(root, part, **kwargs)
         if isinstance(built, Listing):
+            declared = built.extra.get("classes_declared", True)
             built = _materialise(built, policy, cache_dir, in_memory)
+            built.classes_declared = declared
         built.split = part
         loaded.append(built)
     if split_scheme == "pooled":

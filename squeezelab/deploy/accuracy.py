@@ -41,6 +41,8 @@ def _score(run, preset_name: str, dataset: str, data_dir, split, batch: int) -> 
     preds = []
     for i in range(0, len(data), batch):
         logits = run(preset.eval(data.images[i:i + batch]))
+        if i == 0:
+            _check_classes(logits.shape[-1], data)
         y = data.labels[i:i + batch].numpy()
         best = np.argsort(-logits, axis=1)[:, :5]
         top1 += int((best[:, 0] == y).sum())
@@ -49,3 +51,13 @@ def _score(run, preset_name: str, dataset: str, data_dir, split, batch: int) -> 
     n = len(data)
     return {"top1": top1 / n, "top5": top5 / n, "n": n, "correct": top1,
             "predictions": torch.from_numpy(np.concatenate(preds)) if preds else torch.zeros(0)}
+
+
+def _check_classes(model_classes: int, data) -> None:
+    """The rule of every place a dataset meets weights (engine.evaluation.classes_fit)."""
+    from squeezelab.engine.evaluation import classes_fit
+    from squeezelab.errors import ConfigError
+
+    if not classes_fit(data.num_classes, model_classes, getattr(data, "classes_declared", True)):
+        raise ConfigError(f"the model has {model_classes} classes and the dataset {data.num_classes}: their labels "
+                          f"do not correspond")

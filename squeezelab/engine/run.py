@@ -32,6 +32,7 @@ from squeezelab import runtime
 from squeezelab.config import RunConfig, config_from_dict, config_to_dict, dump_config
 from squeezelab.weights import checkpoint as ckpt
 from squeezelab.engine.loop import RunState, StepOptions, early_stopping, evaluate, train_one_epoch
+from squeezelab.engine.evaluation import classes_fit
 from squeezelab.engine.events import EventLog
 from squeezelab.engine.metrics import MetricsLog, Progress, log
 from squeezelab.engine.optim import build_optimizer, set_lr
@@ -92,7 +93,8 @@ class Run:
             self.train_set = _limit(load_dataset(d.dataset, d.data_dir, "train", **common), d.limit, cfg.train.seed)
             self.val_set = _limit(load_dataset(d.dataset, d.data_dir, _val_split(cfg), **common), d.limit, 0)
         num_classes = cfg.model.num_classes or self.train_set.num_classes
-        if num_classes != self.train_set.num_classes:  # fewer: labels out of range; more: outputs never trained
+        # fewer: labels out of range; more: outputs never trained (unless the data names no classes)
+        if not classes_fit(self.train_set.num_classes, num_classes, getattr(self.train_set, "classes_declared", True)):
             raise ConfigError(f"model.num_classes is {num_classes} but {d.dataset} has {self.train_set.num_classes} "
                               f"classes{' (after data.class_map)' if d.class_map else ''}: leave it unset")
         if d.batch_size % self.info.world_size:

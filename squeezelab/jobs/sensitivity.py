@@ -35,7 +35,7 @@ def sensitivity(weights: str, dataset: str, *, data_dir: str | None = None, spli
     data, preset = _data(w, dataset, data_dir, split, limit, val_fraction, seed)
     dev = runtime.choose_device(device, where="--device")
     channels_last = runtime.resolve_channels_last("auto", dev)  # 1.5x faster here, as in eval
-    model = model_for(w, data.num_classes).to(dev)
+    model = model_for(w, data.num_classes, declared=getattr(data, "classes_declared", True)).to(dev)
     model = model.to(memory_format=torch.channels_last) if channels_last else model
     score = _scorer(data, preset, dev, batch_size, channels_last)
     t0 = time.perf_counter()
