@@ -26,6 +26,66 @@ import yaml
 from squeezelab.errors import ConfigError
 
 
+class YAMLRefused(yaml.YAMLError):
+    """Valid YAML that is not a config: see ``load_yaml``."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, minus what a config never needs and a hostile file uses: aliases past a
+    small count (a "billion laughs" file is a few lines whose expansion, when the config is copied,
+    never ends), nesting past a depth (thousands of [[[... exhaust the recursive composer), duplicate
+    keys (silently, the last one won) and implicit dates (a date is a string here, so that the type
+    check names it, instead of a datetime reaching arithmetic)."""
+
+    MAX_DEPTH = 64
+    MAX_NODES = 100_000  # values once every alias is expanded: configs have hundreds
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its value count with aliases expanded
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > self.MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YAMLRefused(f"nested more than {self.MAX_DEPTH} levels deep (line {mark.line + 1})")
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if id(node) not in self._sizes:  # an alias returns its anchor's node, already sized
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+            self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
+            if self._sizes[id(node)] > self.MAX_NODES:
+                raise YAMLRefused(f"expands to more than {self.MAX_NODES:,} values through its aliases (*name): "
+                                  f"refused, as a YAML alias bomb would be (line {node.start_mark.line + 1})")
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *base (its keys may be overridden here)
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise YAMLRefused(f"duplicate key {key!r} (line {key_node.start_mark.line + 1}): give each key once")
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep)
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def load_yaml(text: str):
+    """Every YAML squeezelab reads (configs, recipes, study files, run folders, ``--set`` values) goes
+    through here; a refusal is a ``yaml.YAMLError`` like any syntax error."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_set_args(items: list[str] | None) -> dict[str, object]:
     """``["sr=0.5", "bypass=simple"]`` -> ``{"sr": 0.5, "bypass": "simple"}``."""
     out: dict[str, object] = {}
@@ -35,7 +95,7 @@ def parse_set_args(items: list[str] | None) -> dict[str, object]:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key] = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key] = raw
     return out
@@ -295,7 +355,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     except UnicodeDecodeError as err:

@@ -47,7 +47,7 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
     meta_path = study_dir / "study.json"
     if not meta_path.is_file():
         raise ConfigError(f"{study_dir}: not a study folder (no study.json; run squeezelab sweep first)")
-    meta = json.loads(meta_path.read_text())
+    meta = _study_json(meta_path)
     meta["published"] = _current_published(meta)
     keys, seed_key = list(meta["space"]), meta["seeds"]["key"]
     variants: dict[str, Variant] = {}
@@ -62,6 +62,20 @@ def load_study_dir(study_dir: Path) -> tuple[dict, list[Variant]]:
     for v in ordered:
         v.measure, v.score = _measure_run(study_dir / v.runs[0]["path"]), score
     return meta, ordered
+
+
+def _study_json(path: Path) -> dict:
+    """study.json as `squeezelab sweep` wrote it, or one line saying it is not."""
+    problems: list[str] = []
+    from squeezelab.experiments.store import _json_object
+
+    meta = _json_object(path, problems)
+    ok = (meta is not None and isinstance(meta.get("space"), dict) and isinstance(meta.get("seeds"), dict)
+          and isinstance(meta["seeds"].get("key"), str) and isinstance(meta.get("name"), str))
+    if not ok:
+        why = "; ".join(problems) or "it lacks the name, space or seeds a sweep writes"
+        raise ConfigError(f"{path}: not a study folder's study.json ({why})")
+    return meta
 
 
 def _current_published(meta: dict) -> dict | None:

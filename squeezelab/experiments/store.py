@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from squeezelab.config import load_yaml
 from squeezelab.errors import ConfigError
 
 INDEX = ".squeezelab-runs.sqlite"
@@ -73,36 +74,103 @@ def load_runs(root: str | Path) -> list[dict]:
 
 
 def read_run(run: Path, rel: str) -> dict:
-    """One run folder -> its flat record (a run still training or killed has status "running / killed")."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
-    summary = _json(run / "summary.json") or {}
-    curve = [json.loads(line) for line in _lines(run / "metrics.jsonl")]
-    best = summary.get("best") or {}
+    """One run folder -> its flat record (a run still training or killed has status "running / killed").
+    A file that is not what it claims (not text, not JSON / YAML, not an object, not a regular file)
+    makes the run "corrupt" with the reason, listed and left out of every statistic, never a crash."""
+    problems: list[str] = []
+    cfg = _yaml_object(run / "config.yaml", problems) or {}
+    summary = _json_object(run / "summary.json", problems) or {}
+    for key, kind in (("status", str), ("best", dict), ("selection", dict), ("error", str), ("seconds", (int, float))):
+        if summary.get(key) is not None and not isinstance(summary[key], kind):
+            problems.append(f"summary.json: {key} is a {type(summary[key]).__name__}")
+    curve = _curve(run / "metrics.jsonl", problems)
+    best = summary.get("best") if isinstance(summary.get("best"), dict) else {}
     final = curve[-1] if curve else {}
-    rec = {"path": rel, "status": summary.get("status") or "unfinished", "error": summary.get("error"),
+    status = summary.get("status") if isinstance(summary.get("status"), str) else "unfinished"
+    rec = {"path": rel, "status": "corrupt" if problems else status,
+           "error": "; ".join(problems) if problems else summary.get("error"),
            "epochs": len(curve), "seconds": summary.get("seconds"), "curve": curve,
            "best.top1": best.get("value"), "best.top5": best.get("top5"), "best.epoch": best.get("epoch")}
     rec.update({f"final.{k}": final.get(k) for k in ("top1", "top5", "val_loss", "train_loss")})
-    selection = summary.get("selection") or {}
-    test = selection.get("test") or {}  # the kept weights on the test split (chosen on validation)
+    selection = summary.get("selection") if isinstance(summary.get("selection"), dict) else {}
+    test = selection.get("test") if isinstance(selection.get("test"), dict) else {}  # kept weights on test
     rec.update({"test.top1": test.get("top1"), "test.top5": test.get("top5"), "test.split": test.get("split"),
                 "selected_on": selection.get("selected_on")})
     rec.update({f"config.{k}": v for k, v in flatten(cfg).items()})
     return rec
 
 
-def _json(path: Path):
+MAX_FILE = 64 << 20  # a run's text files are kilobytes; anything past this is not one
+
+
+def _text(path: Path, problems: list[str]) -> str | None:
+    """A run file's text; None when absent. Not a regular file (a FIFO would block), too large, or not
+    UTF-8 -> a problem, and None."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        if not path.exists():
+            return None
+        if not path.is_file():
+            problems.append(f"{path.name} is not a regular file")
+            return None
+        if path.stat().st_size > MAX_FILE:
+            problems.append(f"{path.name} is larger than {MAX_FILE >> 20} MB")
+            return None
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{path.name} is not UTF-8 text")
+    except OSError as err:
+        problems.append(f"{path.name}: {err.strerror or err}")
+    return None
+
+
+def _json_object(path: Path, problems: list[str]) -> dict | None:
+    text = _text(path, problems)
+    if text is None:
         return None
-
-
-def _lines(path: Path) -> list[str]:
     try:
-        return [line for line in path.read_text().splitlines() if line.strip()]
-    except OSError:
-        return []
+        data = json.loads(text)
+    except ValueError:
+        problems.append(f"{path.name} is not JSON")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path.name} holds a {type(data).__name__}, not an object")
+        return None
+    return data
+
+
+def _yaml_object(path: Path, problems: list[str]) -> dict | None:
+    text = _text(path, problems)
+    if text is None:
+        return None
+    try:
+        data = load_yaml(text)
+    except yaml.YAMLError:
+        problems.append(f"{path.name} is not a YAML config")
+        return None
+    if data is not None and not isinstance(data, dict):
+        problems.append(f"{path.name} holds a {type(data).__name__}, not a config")
+        return None
+    return data
+
+
+def _curve(path: Path, problems: list[str]) -> list[dict]:
+    """metrics.jsonl: one object per epoch with numeric scores, or a problem."""
+    text = _text(path, problems)
+    rows = []
+    for n, line in enumerate((text or "").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            problems.append(f"metrics.jsonl line {n} is not JSON")
+            return []
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool)
+                                                for k in ("epoch", "top1")):
+            problems.append(f"metrics.jsonl line {n} is not an epoch's scores")
+            return []
+        rows.append(row)
+    return rows
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -132,11 +200,24 @@ def parse_where(items: list[str]) -> list[tuple[str, str, object]]:
         for op in ("!=", ">=", "<=", "=", ">", "<"):
             key, sep, raw = item.partition(op)
             if sep and key:
-                out.append((column(key.strip()), op, yaml.safe_load(raw) if raw.strip() else ""))
+                out.append((column(key.strip()), op, _where_value(item, op, raw)))
                 break
         else:
             raise ConfigError(f"--where expects KEY=VALUE (or != > < >= <=), got {item!r}")
     return out
+
+
+def _where_value(item: str, op: str, raw: str):
+    """A --where value as YAML (0.5, true, simple); an order comparison needs a number."""
+    try:
+        value = load_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if op not in ("=", "!=") and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        raise ConfigError(f"--where {item!r}: {op} compares with a number, got {raw!r}")
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"--where {item!r}: expected a single value, got {raw!r}")
+    return value
 
 
 def _test(value, op: str, want) -> bool:

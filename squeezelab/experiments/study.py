@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from squeezelab.config import RunConfig, load_config
+from squeezelab.config import RunConfig, load_config, load_yaml
 from squeezelab.errors import ConfigError
 
 SCALES = ("smoke", "cpu", "full")
@@ -158,7 +158,7 @@ def _read_study(path: Path) -> dict:
     import yaml
 
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not a valid YAML study file ({' '.join(str(err).split())})") from None
     if not isinstance(raw, dict):

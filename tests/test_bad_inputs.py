@@ -1,0 +1,176 @@
+"""Whole classes of hostile or broken input (issue 20), with generated values: YAML that is valid but not
+a config (deep nesting, alias bombs, duplicate keys, dates) in every command that reads YAML, and run /
+study folders whose files are not what they claim (corrupt, binary, non-object, FIFOs) in every command
+that reads them. Each ends in success or one line with exit 2, never a traceback, and within a
+deadline (SIGALRM: a FIFO opened for reading would block forever)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from squeezelab.cli import main
+from tests.conftest import REPO_ROOT
+from tests.helpers import cli_one_line_error
+
+DEADLINE_S = 20
+
+
+@contextmanager
+def deadline(seconds: int = DEADLINE_S):
+    def expire(*_):
+        raise TimeoutError(f"still running after {seconds} s: a hang")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ------------------------------------------------------------------------------------ YAML
+
+
+def nested(kind: str, depth: int) -> str:
+    return ("[" * depth + "1" + "]" * depth) if kind == "list" else ("{a: " * depth + "1" + "}" * depth)
+
+
+def alias_bomb(levels: int, fanout: int) -> str:
+    lines = [f"l0: &l0 [{', '.join(['x'] * fanout)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * fanout)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE = st.one_of(
+    st.builds(nested, st.sampled_from(["list", "map"]), st.integers(65, 5000)).map(lambda t: ("deeper than", t)),
+    st.builds(alias_bomb, st.integers(6, 12), st.integers(8, 16)).map(lambda t: ("alias bomb", t)),
+    st.sampled_from(["optim", "train", "data", "model"]).map(
+        lambda k: ("duplicate key", f"{k}: {{}}\n{k}: {{}}\n")),
+)
+
+
+def _commands(path: Path) -> list[list[str]]:
+    """Every command that reads a YAML file a user hands it."""
+    return [["train", str(path)], ["sweep", str(path), "--dry-run"], ["compress", str(path)],
+            ["train", str(REPO_ROOT / "configs" / "digits_smoke.yaml"), "--set", f"optim.lr={path.read_text()[:200]}"]]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=HOSTILE)
+def test_yaml_that_is_not_a_config_is_one_line_in_every_command(tmp_path, capsys, case):
+    words, text = case
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    for argv in _commands(path)[:3]:
+        with deadline():
+            err = cli_one_line_error(capsys, argv)
+        if "duplicate" in words:
+            assert "duplicate key" in err
+        elif "deeper" in words:
+            assert "levels deep" in err
+        else:
+            assert "alias bomb" in err
+
+
+@pytest.mark.parametrize("value", ["2024-01-01", "2024-01-01 10:00:00", "2001-12-14t21:59:43.10-05:00"])
+def test_a_date_where_a_number_belongs_is_named_as_such(tmp_path, capsys, value):
+    recipe = REPO_ROOT / "configs" / "digits_smoke.yaml"
+    err = cli_one_line_error(capsys, ["train", str(recipe), "--set", f"optim.lr={value}"], "optim.lr")
+    assert value[:4] in err
+    bad = yaml.safe_load(recipe.read_text())
+    bad["optim"]["lr"] = "PLACEHOLDER"
+    path = tmp_path / "dated.yaml"
+    path.write_text(yaml.safe_dump(bad).replace("PLACEHOLDER", value))
+    cli_one_line_error(capsys, ["train", str(path)], "optim.lr")
+
+
+def test_merge_keys_and_a_few_aliases_still_load():
+    from squeezelab.config import load_yaml
+
+    assert load_yaml("x: &x {k: 1, m: 1}\ny: *x\nz: {<<: *x, m: 2}\n") == {
+        "x": {"k": 1, "m": 1}, "y": {"k": 1, "m": 1}, "z": {"k": 1, "m": 2}}
+
+
+# ------------------------------------------------------------------------------------ run and study folders
+
+
+def _run_folder(root: Path, name: str = "r1") -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "squeezenet1_1"}, "train": {"seed": 0}}))
+    (run / "environment.json").write_text("{}")
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "top1": 0.5, "top5": 0.9}) + "\n")
+    (run / "summary.json").write_text(json.dumps({"status": "finished", "best": {"value": 0.5, "top5": 0.9}}))
+    return run
+
+
+def _fifo(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+BROKEN = [  # (file, how it is broken)
+    ("metrics.jsonl", lambda p: p.write_text("{not json\n")),
+    ("metrics.jsonl", lambda p: p.write_text("[1, 2]\n")),
+    ("metrics.jsonl", lambda p: p.write_text('{"epoch": "one", "top1": "high"}\n')),
+    ("metrics.jsonl", lambda p: p.write_bytes(b"\xff\xfe\x00binary")),
+    ("metrics.jsonl", _fifo),
+    ("summary.json", lambda p: p.write_text("[]")),
+    ("summary.json", lambda p: p.write_text('"finished"')),
+    ("summary.json", lambda p: p.write_text('{"status": "finished", "best": [1]}')),
+    ("summary.json", lambda p: p.write_text("{")),
+    ("summary.json", _fifo),
+    ("config.yaml", lambda p: p.write_bytes(bytes(range(256)))),
+    ("config.yaml", lambda p: p.write_text("- a\n- b\n")),
+    ("config.yaml", lambda p: p.write_text(alias_bomb(10, 12))),
+    ("config.yaml", lambda p: p.write_text("a: [1\n")),
+]
+
+
+@pytest.mark.parametrize("name, breaker", BROKEN, ids=[f"{n}-{i}" for i, (n, _) in enumerate(BROKEN)])
+def test_runs_commands_list_a_broken_run_as_corrupt(tmp_path, capsys, name, breaker):
+    _run_folder(tmp_path / "runs", "good")
+    bad = _run_folder(tmp_path / "runs", "bad")
+    breaker(bad / name)
+    with deadline():
+        assert main(["runs", "ls", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "corrupt" in out and "good" in out
+    with deadline():
+        code = main(["runs", "show", str(tmp_path / "runs" / "bad")])
+    captured = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in captured.err
+    with deadline():
+        code = main(["runs", "compare", str(tmp_path / "runs" / "good"), str(tmp_path / "runs" / "bad")])
+    assert code in (0, 2) and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["best.top1>>0.5", "best.top1>abc", "best.top1<=[1, 2]", "best.top1>="])
+def test_a_where_that_is_not_a_comparison_is_one_line(tmp_path, capsys, where):
+    _run_folder(tmp_path / "runs")
+    cli_one_line_error(capsys, ["runs", "ls", str(tmp_path / "runs"), "--where", where], "--where")
+
+
+@pytest.mark.parametrize("content", ["[]", "{", '{"name": "x"}', "\x00\x01\x02", '{"name": 1, "space": [], "seeds": 3}'])
+def test_report_on_a_folder_whose_study_json_is_not_one(tmp_path, capsys, content):
+    (tmp_path / "st").mkdir()
+    (tmp_path / "st" / "study.json").write_text(content)
+    cli_one_line_error(capsys, ["report", str(tmp_path / "st")], "study.json")
+
+
+def test_report_on_an_empty_study_and_a_fifo_study_json(tmp_path, capsys):
+    (tmp_path / "st").mkdir()
+    cli_one_line_error(capsys, ["report", str(tmp_path / "st")], "study")
+    _fifo(tmp_path / "st" / "study.json")
+    with deadline():
+        cli_one_line_error(capsys, ["report", str(tmp_path / "st")], "study.json")
