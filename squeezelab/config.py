@@ -479,6 +479,16 @@ def _describe(hint: object) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+# No setting means anything past 2^32 (seeds end there): a larger number passed a one-sided range check
+# and overflowed later (lr 1e308 in float32 arithmetic, warmup_epochs 1e308 rounded to an int).
+MAX_MAGNITUDE = 2**32
+
+
+def _check_magnitude(value: int | float, key: str) -> None:
+    if abs(value) > MAX_MAGNITUDE:
+        raise ConfigError(f"{key}: must be at most {MAX_MAGNITUDE:,} in magnitude, got {value!r}")
+
+
 def _check_scalar(value: object, hint: object, key: str) -> object:
     if hint is float:
         if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
@@ -489,10 +499,13 @@ def _check_scalar(value: object, hint: object, key: str) -> object:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):  # nan compares false with every bound: refuse it here
                 raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            _check_magnitude(value, key)
             return float(value)
         raise _type_error(key, "float", value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):  # bool is an int
         raise _type_error(key, hint.__name__, value)
+    if hint is int:
+        _check_magnitude(value, key)
     return value
 
 

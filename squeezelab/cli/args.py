@@ -9,6 +9,11 @@ import math
 from collections.abc import Callable
 
 
+# No option of squeezelab means anything past 2^32 (seeds end there); a larger value passed a one-sided
+# range check and overflowed later (--lr 1e308 in float32 arithmetic, --num-classes 2^63 in torch).
+MAX_MAGNITUDE = 2**32
+
+
 def _parse(text: str, kind: type) -> float | int:
     try:
         value = kind(text)
@@ -16,6 +21,8 @@ def _parse(text: str, kind: type) -> float | int:
         raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
     if kind is float and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    if abs(value) > MAX_MAGNITUDE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MAGNITUDE:,} in magnitude, got {text}")
     return value
 
 

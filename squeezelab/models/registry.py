@@ -135,6 +135,32 @@ def create_model(name: str, *, num_classes: int = 1000, **options):
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes for {name} must be an integer >= 1; got {num_classes!r}")
     resolved = entry.resolve(options)
+    _check_fits(entry, name, num_classes, resolved)
     model = entry.builder(num_classes=num_classes, where=name, **resolved)
     model.model_spec = {"name": name, "num_classes": num_classes, "options": resolved}
     return model
+
+
+def _check_fits(entry, name: str, num_classes: int, resolved: dict) -> None:
+    """A model whose fp32 weights exceed this machine's memory (base_e=100000000, num_classes=2^40) is a
+    one-line ConfigError before any allocation: it is sized on the meta device first (no memory)."""
+    import torch
+
+    if torch.get_default_device().type == "meta":  # already sizing (measure, --dry-run)
+        return
+    with torch.device("meta"):
+        sized = entry.builder(num_classes=num_classes, where=name, **resolved)
+    need = 4 * sum(p.numel() for p in sized.parameters())
+    have = _memory_bytes()
+    if have and need > have:
+        raise ConfigError(f"{name} with these options has {need // 4:,} parameters: {need / 2**30:,.1f} GiB of fp32 "
+                          f"weights, more than this machine's {have / 2**30:,.1f} GiB of memory")
+
+
+def _memory_bytes() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
