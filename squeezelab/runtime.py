@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from squeezelab.config import AMP_CHOICES, RunConfig, config_hash
-from squeezelab.errors import ConfigError, WriteError
+from squeezelab.errors import ConfigError, DataError, WriteError
 
 # --------------------------------------------------------------------------------------------
 # Atomic files: write a temp file in the same folder, fsync, os.replace (atomic on POSIX).
@@ -410,3 +410,40 @@ def environment_record(device: torch.device, info: DistInfo, resolved: dict | No
         "resolved": resolved or {},
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
+
+
+MAX_READ = 1 << 30  # no input squeezelab reads whole (an image, a class list, a recipe) is near a GiB
+
+
+def read_regular(path: str | Path, what: str = "file", max_bytes: int = MAX_READ) -> bytes:
+    """The bytes of a regular file. A FIFO or device (/dev/zero, a named pipe) would block or never end,
+    and a file past ``max_bytes`` is not one squeezelab reads whole: each is a one-line DataError naming
+    the path, as an absent or unreadable file is."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    import stat as _stat
+
+    if not _stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file (a pipe, device or folder cannot be read as the {what})")
+    if st.st_size > max_bytes:
+        raise DataError(f"{path}: {st.st_size:,} bytes is larger than any {what} squeezelab reads "
+                        f"({max_bytes:,} at most)")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    if len(data) > max_bytes:  # grew while we read it
+        raise DataError(f"{path}: larger than any {what} squeezelab reads ({max_bytes:,} bytes at most)")
+    return data
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (ESC sequences that move the cursor, erase or
+    forge lines, carriage returns, NULs) shown escaped, as Python writes them (\\x1b), never sent raw."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

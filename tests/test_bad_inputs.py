@@ -174,3 +174,92 @@ def test_report_on_an_empty_study_and_a_fifo_study_json(tmp_path, capsys):
     _fifo(tmp_path / "st" / "study.json")
     with deadline():
         cli_one_line_error(capsys, ["report", str(tmp_path / "st")], "study.json")
+
+
+# ------------------------------------------------------------------------------------ images and class lists
+
+
+def _images(tmp_path: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    frames = [Image.new("RGB", (40, 30), (i * 50, 0, 0)) for i in range(5)]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    Image.new("RGB", (48, 48), (0, 128, 0)).save(d / "ok.png")
+    os.mkfifo(d / "pipe.jpg")
+    return {"anim": d / "anim.gif", "ok": d / "ok.png", "fifo": d / "pipe.jpg"}
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """A 10-class checkpoint with the report003 (short side) preset and a hostile class list."""
+    import torch
+
+    from squeezelab.models import create_model
+    from squeezelab.weights import checkpoint as ckpt
+
+    d = tmp_path_factory.mktemp("w")
+    net = create_model("squeezenet1_1", num_classes=10, base_e=16, incr_e=16, num_fire=2, stem="small")
+    classes = [f"c{i}" for i in range(9)] + ["tench\x1b[2K\rforged: 100.0%"]
+    meta = {"model": {"name": "squeezenet1_1", "num_classes": 10, "options": net.model_spec["options"]},
+            "preset": "report004", "dataset": "imagefolder", "classes": classes}
+    torch.manual_seed(0)
+    ckpt.save_checkpoint(d / "w.safetensors", net, meta=meta)
+    return d / "w.safetensors"
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_predict_goes_on_past_images_it_cannot_read(tmp_path, capsys, tiny_weights, n):
+    """An animated GIF is predicted on its first frame; a FIFO and /dev/zero are one line each and do
+    not stop the later images; exit 2 says some failed."""
+    imgs = _images(tmp_path)
+    argv = ["predict", "--weights", str(tiny_weights), str(imgs["fifo"]), "/dev/zero", str(imgs["anim"])] + \
+        [str(imgs["ok"])] * n
+    with deadline():
+        code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err
+    assert err.count("not a regular file") == 2 and len(err.strip().splitlines()) == 2
+    assert out.count("ok.png:") == n and "anim.gif:" in out
+
+
+def test_predict_never_prints_escape_sequences_from_class_names(tmp_path, capsys, tiny_weights):
+    imgs = _images(tmp_path)
+    assert main(["predict", "--weights", str(tiny_weights), str(imgs["ok"]), "--top", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\\x1b[2K\\r" in out
+
+
+@pytest.mark.parametrize("w, h", [(4_000_000, 1), (1, 70_000), (20_000, 100)])
+def test_an_elongated_image_is_refused_before_resizing(w, h):
+    import torch
+
+    from squeezelab.data.decode import DecodePolicy
+    from squeezelab.errors import DataError
+
+    img = torch.zeros(3, h, w, dtype=torch.uint8)
+    with pytest.raises(DataError, match="too elongated"):
+        DecodePolicy(size=256, square=False, crop=224).apply(img)
+
+
+def test_a_fifo_as_class_list_or_class_map_is_one_line(tmp_path, capsys, tiny_weights):
+    imgs = _images(tmp_path)
+    os.mkfifo(tmp_path / "classes.txt")
+    with deadline():
+        cli_one_line_error(capsys, ["predict", "--weights", str(tiny_weights), "--classes", str(tmp_path / "classes.txt"),
+                                    str(imgs["ok"])], "not a regular file")
+    with deadline():
+        cli_one_line_error(capsys, ["train", str(REPO_ROOT / "configs" / "digits_smoke.yaml"), "--set",
+                                    f"data.class_map={tmp_path / 'classes.txt'}"], "not a regular file")
+
+
+def test_imagenet_models_print_imagenet_names():
+    from squeezelab.deploy.predict import imagenet_names
+
+    names = imagenet_names(None, 1000)
+    assert names[0] == "tench" and names[281] == "tabby" and len(names) == 1000
+    assert imagenet_names([f"n{i:08d}" for i in range(200)], 1000)[0] == "tench"  # not one name per output
+    assert imagenet_names(["a", "b"], 2) == ["a", "b"] and imagenet_names(["a"], 2) is None
+    own = [f"class{i}" for i in range(1000)]
+    assert imagenet_names(own, 1000) == own

@@ -110,6 +110,7 @@ def _register_predict(subparsers) -> None:
 def _predict(args) -> int:
     from squeezelab.deploy.predict import Predictor, image_paths, load_image, read_class_names
     from squeezelab.errors import ConfigError, DataError
+    from squeezelab.runtime import printable
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, got {args.top}")
@@ -118,14 +119,15 @@ def _predict(args) -> int:
     for path in image_paths(args.images):
         try:
             top = predictor.top(load_image(path), args.top)
-        except DataError as err:
-            print(f"squeezelab predict: {err}", file=sys.stderr)
+        except DataError as err:  # this image only: the others are still predicted
+            msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+            print(f"squeezelab predict: {printable(msg)}", file=sys.stderr)
             failed += 1
             continue
-        if args.json:
+        if args.json:  # json.dumps escapes control characters itself
             print(json.dumps({"image": str(path), "top": [{"class": i, "name": n, "p": p} for i, n, p in top]}))
-        else:
-            print(f"{path}: " + "; ".join(f"{n} {100 * p:.1f}%" for _, n, p in top))
+        else:  # names come from files (a .sqz, --classes): never let them write escape sequences
+            print(printable(f"{path}: " + "; ".join(f"{n} {100 * p:.1f}%" for _, n, p in top)))
     return 2 if failed else 0
 
 

@@ -64,11 +64,16 @@ class DecodePolicy:
         from torchvision.transforms.v2 import functional as TF  # lazy: torchvision takes ~1.5 s to import
 
         target = [self.size, self.size] if self.square else self.size
+        if not self.square and max(h, w) > MAX_RESIZED * min(h, w):
+            # the short side at `size` makes the long side size * w / h: a 1 x 60M strip asked for terabytes
+            raise DataError(f"a {w}x{h} image (aspect {max(h, w) / max(min(h, w), 1):,.0f}:1) is too elongated to "
+                            f"resize its short side to {self.size} px: at most {MAX_RESIZED}:1 is decoded")
         img = TF.resize(img, target, antialias=True)
         return TF.center_crop(img, [self.out_size, self.out_size])
 
 
 NATIVE = DecodePolicy()
+MAX_RESIZED = 64  # the longest aspect ratio resized by its short side (panoramas are ~10:1)
 
 
 class FileSource:
@@ -78,11 +83,9 @@ class FileSource:
         self.root = Path(root)
 
     def read(self, ref: str) -> bytes:
-        path = self.root / ref
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise DataError(f"{path}: cannot read image file ({e.strerror or e})") from None
+        from squeezelab.runtime import read_regular
+
+        return read_regular(self.root / ref, "image file")
 
     def describe(self, ref: str) -> str:
         return str(self.root / ref)
@@ -191,6 +194,8 @@ def decode_bytes(data: bytes, where: str) -> torch.Tensor:
     if decoder is not None:
         try:
             img = decoder(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            if img.ndim == 4:  # an animated GIF / WebP decodes to [frames, C, H, W]: its first frame
+                img = img[0]
             # 16-bit PNGs decode to uint16: keep the high byte, as PIL's 8-bit conversion does.
             return img if img.dtype == torch.uint8 else (img.to(torch.int32) >> 8).to(torch.uint8)
         except (RuntimeError, ValueError):

@@ -112,13 +112,10 @@ def load_dataset(
 def read_text(path: Path, what: str = "file") -> str:
     """A dataset's text file (labels.txt, wnids.txt, a class list) as UTF-8; absent, unreadable or
     not UTF-8 -> one-line DataError naming the file (and the first bad byte's line)."""
+    from squeezelab.runtime import read_regular
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    data = read_regular(path, what, max_bytes=256 << 20)  # a FIFO or /dev/zero: one line, not a hang
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -50,10 +50,9 @@ def load_image(path: Path) -> torch.Tensor:
 
     from squeezelab.data.decode import decode_bytes, first_line
 
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+    from squeezelab.runtime import read_regular
+
+    data = read_regular(path, "image")
     try:
         with Image.open(io.BytesIO(data)) as im:  # reads the header only: the size before decoding
             w, h = im.size
@@ -111,16 +110,41 @@ class Predictor:
         p = np.exp(logits - logits.max())
         p /= p.sum()
         order = np.argsort(-p)[:k]
+        self.classes = imagenet_names(self.classes, len(p))
         name = (lambda i: self.classes[i] if self.classes and i < len(self.classes) else str(i))
         return [(int(i), name(int(i)), float(p[i])) for i in order]
+
+
+def imagenet_names(classes: list[str] | None, outputs: int) -> list[str] | None:
+    """ImageNet's category names (torchvision ships them) for a 1000-class model whose classes are
+    unnamed, are indices, or are WordNet ids in ImageNet's standard (sorted) order, so that the authors'
+    file prints "tabby cat", not "281"; any other class list is kept as it is."""
+    if classes and len(classes) != outputs:  # not one name per output (e.g. a source dataset's 200 wnids)
+        classes = None
+    if outputs != 1000:
+        return classes
+    wnid = lambda c: len(c) == 9 and c[0] == "n" and c[1:].isdigit()  # noqa: E731
+    plain = not classes or (len(classes) == 1000 and all(str(c).isdigit() or wnid(str(c)) for c in classes)
+                            and [c for c in classes if wnid(str(c))] == sorted(c for c in classes if wnid(str(c))))
+    if not plain:
+        return classes
+    try:
+        from torchvision.models import AlexNet_Weights
+
+        return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    except (ImportError, AttributeError, KeyError):
+        return classes
 
 
 def read_class_names(path: str) -> list[str]:
     """A class list: one class per line in output order; ImageNet's synset_words.txt works as is
     (``n01440764 tench, Tinca tinca``: the words after the id are the name)."""
+    from squeezelab.runtime import read_regular
+
     try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
+        text = read_regular(path, "class list", max_bytes=64 << 20).decode("utf-8")
+    except UnicodeDecodeError as err:
         raise DataError(f"{path}: cannot read the class names ({type(err).__name__})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return [line.split(maxsplit=1)[1] if len(line.split(maxsplit=1)) == 2 and line[:1] == "n" and
             line.split()[0][1:].isdigit() else line for line in lines]
