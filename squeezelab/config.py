@@ -193,6 +193,9 @@ class ScheduleConfig:
     plateau_patience: int = bound(3, ge=0)  # "plateau": epochs without val-loss improvement before a decay
     plateau_factor: float = bound(0.5, gt=0.0, le=1.0)  # "plateau": lr multiplier at each decay (report 001: halve)
     min_factor: float = bound(0.0, ge=0.0, le=1.0)  # floor of the lr multiplier for cosine/poly/onecycle
+    # cosine/poly/onecycle reach min_factor this many epochs before the end and hold it there: the last
+    # epochs then ask whether more training at the final lr still helps (the studies' plateau check)
+    hold_epochs: float = bound(0.0, ge=0.0)
 
 
 @dataclass(frozen=True)

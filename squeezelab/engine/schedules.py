@@ -11,7 +11,8 @@ Schedules (report numbers refer to the seed reports):
 - ``plateau``: halved after ``plateau_patience`` (3) epochs without val-loss improvement (report 001).
 - ``cosine``: half-cosine from 1 to ``min_factor``.
 - ``onecycle``: linear up over the warmup, then linear down to ``min_factor`` (airbench-style).
-``warmup_epochs`` > 0 multiplies any of them by a linear ramp from 1/W to 1 over the first W epochs.
+``warmup_epochs`` > 0 multiplies any of them by a linear ramp from 1/W to 1 over the first W epochs;
+``hold_epochs`` > 0 makes the decaying ones reach their floor that many epochs early and hold it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def _decay(cfg: ScheduleConfig, step: int, steps_per_epoch: int, total_steps: in
         return 1.0
     if name == "step":
         return cfg.step_factor ** (step // (cfg.step_size * steps_per_epoch))
-    # the decaying schedules start after the warmup and reach their floor at the last step
-    t = min(1.0, max(0.0, (step - warmup) / max(1, total_steps - warmup)))
+    # the decaying schedules start after the warmup and reach their floor at the last step, or
+    # hold_epochs before it (and stay there)
+    end = max(warmup + 1, total_steps - round(cfg.hold_epochs * steps_per_epoch))
+    t = min(1.0, max(0.0, (step - warmup) / max(1, end - warmup)))
     if name == "poly":
         return floor + (1 - floor) * (1 - t) ** cfg.power
     if name == "cosine":
