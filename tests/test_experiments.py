@@ -477,3 +477,48 @@ def test_dry_run_estimates_the_wall_time_and_keeps_it_for_the_report(tmp_path, c
     est = json.loads((tmp_path / "st" / "estimate.json").read_text())
     assert est["seconds"] > 0 and len(est["per_run"]) == 4 and est["workers"] == 2
     assert not (tmp_path / "st" / "runs").exists()
+
+
+def test_a_trial_the_environment_failed_is_retried_by_the_next_sweep(tmp_path, capsys, monkeypatch):
+    """Disk full (exit 1, squeezelab's one line) is not the trial's fault: the same command again runs
+    it; within one command it is not retried (a full disk would loop)."""
+    import squeezelab.experiments.sweep as sw
+
+    path = write_study(tmp_path, space={"model.options.sr": [0.25]})
+    out = tmp_path / "st"
+    real = sw.run_trial
+    calls = []
+
+    def full_disk(cfg, out_, name):
+        calls.append(name)
+        return {"run": f"runs/{name}", "status": "failed", "best": {}, "error": "squeezelab train: error: "
+                "runs/x/last.safetensors: No space left on device (free space on that disk)",
+                "log": "x.log", "environment": True}
+
+    monkeypatch.setattr(sw, "run_trial", full_disk)
+    monkeypatch.delenv(sw.SWEEP_ID, raising=False)
+    assert main(["sweep", str(path), "-o", str(out)]) == 1
+    assert calls == ["sr-0.25_seed-0"] and "the next run of this sweep retries it" in capsys.readouterr().out
+    monkeypatch.setattr(sw, "run_trial", real)
+    assert main(["sweep", str(path), "-o", str(out)]) == 0  # a new command: the point runs now
+    log = capsys.readouterr().out
+    assert "sr-0.25_seed-0: top1" in log and "1 complete" in log
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"name": "../../x"}, "name: expected"),
+    ({"name": "a/b"}, "name: expected"),
+    ({"space": {f"model.options.{k}": list(range(10)) for k in ("sr", "pct_3x3", "base_e", "incr_e", "freq",
+                                                               "num_fire", "dropout", "leaky_slope", "conv1_kernel")}},
+     "1,000,000,000 runs"),
+    ({"sampler": "random", "n_trials": 10**9, "space": {"model.options.sr": {"low": 0.1, "high": 1.0}}}, "runs"),
+    ({"scales": {"smoke": {"set": {**FAST, "train.epochs": 0}}}}, "train.epochs is 0"),
+])
+def test_a_study_that_cannot_run_is_refused_up_front(tmp_path, capsys, over, words):
+    import time
+
+    path = write_study(tmp_path, **over)
+    t = time.perf_counter()
+    cli_one_line_error(capsys, ["sweep", str(path), "--dry-run"], words)
+    assert time.perf_counter() - t < 30  # sized, not materialised
+    assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "x").exists()

@@ -8,6 +8,7 @@ import torch and the heavy parts of the library inside ``func`` so that ``--help
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import pkgutil
 import sys
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(err, "exit_code", EXIT_USER_ERROR)
     except OSError as err:  # the environment (disk full, read-only, permission) refused something
         where = f"{err.filename}: " if err.filename else ""
+        if err.errno == errno.ENAMETOOLONG:  # the user's path, not the environment
+            print(f"squeezelab {args.command}: error: {where}a file or folder name longer than this system allows; "
+                  f"choose a shorter path", file=sys.stderr)
+            return EXIT_USER_ERROR
         print(f"squeezelab {args.command}: error: {where}{err.strerror or err} (free space, or choose a folder "
               f"this user may write)", file=sys.stderr)
         return EXIT_ENVIRONMENT

@@ -227,7 +227,7 @@ def figure_size(rows: list[dict], title: str, score: str = "best", published: di
         ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=4, linestyle="-", label=f"{'test' if score == 'test' else 'val'} {metric} (mean, 95% CI)")
     for r in rows:
         if not isinstance(r["top1"]["mean"], stats.NA):
-            ax.annotate(r["variant"], (r["size_mb"], 100 * r["top1"]["mean"]), textcoords="offset points",
+            ax.annotate(_plain(r["variant"]), (r["size_mb"], 100 * r["top1"]["mean"]), textcoords="offset points",
                         xytext=(4, -12), fontsize=7)
     ax.set_ylim(0, 100)  # a t interval over 2-3 seeds can reach past 0 or 100: show the possible range
     pub = [(r, r["published"]) for r in rows if r["published"]]
@@ -250,13 +250,18 @@ def figure_size(rows: list[dict], title: str, score: str = "best", published: di
                    legend_size=8)
 
 
+def _plain(text: str) -> str:
+    """Text matplotlib draws as it is: a '$' would start mathtext ($\\frac{ from a name breaks the plot)."""
+    return str(text).replace("$", r"\$")
+
+
 def _finish(fig, ax, xlabel: str, ylabel: str, title: str, legend_size: int) -> bytes:
     """Label, grid and legend a figure, and return it as PNG bytes."""
     import matplotlib.pyplot as plt
 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_plain(title), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=legend_size)
     data = _png(fig)
@@ -280,7 +285,7 @@ def figure_curves(variants: list[Variant], title: str) -> bytes:
         epochs = list(range(1, length + 1))
         cols = [[100 * c[i] for c in curves] for i in range(length)]
         mean = [sum(c) / len(c) for c in cols]
-        line, = ax.plot(epochs, mean, marker=".", label=f"{v.label} ({len(curves)} seeds)")
+        line, = ax.plot(epochs, mean, marker=".", label=_plain(f"{v.label} ({len(curves)} seeds)"))
         ax.fill_between(epochs, [min(c) for c in cols], [max(c) for c in cols], alpha=0.2, color=line.get_color())
     ax.xaxis.get_major_locator().set_params(integer=True)
     return _finish(fig, ax, "epoch", "per-epoch top-1 (%)", title, legend_size=7)
@@ -364,7 +369,9 @@ def _diff(v) -> str:
 
 def _md_table(head: list, rows: list) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(x).replace("|", "/") for x in r) + " |" for r in rows]
+    # names come from files (study names, class names, variant values): escaped, so that markdown
+    # viewers show them as text instead of running their HTML
+    lines += ["| " + " | ".join(html.escape(str(x)).replace("|", "/") for x in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -475,7 +482,7 @@ SECTIONS = (("claims", "Claim vs ours (A - B in points; 95% interval of the pair
 
 
 def _markdown(title, notes, tabs, pngs) -> str:
-    parts = [f"# {title}", "", *notes, ""]
+    parts = [f"# {html.escape(title)}", "", *map(html.escape, notes), ""]
     parts += [f"![{n}]({n})" for n in pngs] + [""]
     for key, heading in SECTIONS:
         if tabs[key][1]:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ TOP_KEYS = ("name", "description", "base", "set", "sampler", "n_trials", "metric
 SCALE_KEYS = ("base", "set", "seeds", "variants", "space", "n_trials", "note")
 VARIANT = "variant"  # the search dimension over named variants (each a set of overrides)
 CONSTRAINT_KEYS = ("max_params", "max_flops", "max_size_mb")
+MAX_RUNS = 100_000  # runs of one study (grid points or n_trials, x seeds): more is a mistake, not a plan
 METRICS = ("top1", "top5")
 # Config keys holding paths: in a study file they are relative to the study file (as `base` is).
 PATH_KEYS = ("data.data_dir", "data.class_map", "data.cache_dir", "model.weights")
@@ -143,7 +146,16 @@ def _assemble(path: Path, raw: dict, scale: str, sc: dict) -> Study:
         raise ConfigError(f"n_trials: the {sampler} sampler needs a positive integer, got {n_trials!r}")
     overrides = _resolve_paths({**_mapping(raw.get("set"), "set"), **_mapping(sc.get("set"), f"scales.{scale}.set")},
                                here)
-    resolved = {"name": raw.get("name") or path.stem, "scale": scale, "base": str(base_path),
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", name):
+        # it names the study folder (studies/<name>-<scale>): never a path, never outside studies/
+        raise ConfigError(f"name: expected letters, digits, '.', '_' or '-' (a folder name), got {name!r}")
+    runs = len(seeds) * (math.prod(len(v) if isinstance(v, list) else 1 for v in space.values())
+                         if sampler == "grid" else n_trials)
+    if runs > MAX_RUNS:  # sized before anything is materialised: a 10^9-point grid is refused at once
+        raise ConfigError(f"the study has {runs:,} runs ({'grid points' if sampler == 'grid' else 'n_trials'} x "
+                          f"{len(seeds)} seeds); at most {MAX_RUNS:,}: split it, or sample it (sampler: random)")
+    resolved = {"name": name, "scale": scale, "base": str(base_path),
                 "set": overrides, "sampler": sampler, "metric": metric, "seeds": {"key": seed_key, "values": seeds},
                 "space": space, "variants": variants, "n_trials": n_trials, "constraints": _constraints(raw.get("constraints"))}
     return Study(name=resolved["name"], path=path, scale=scale, base=base_path, overrides=overrides,
@@ -261,12 +273,21 @@ def _validate_trials(study: Study, extra: dict) -> None:
     sample = {k: (v if isinstance(v, list) else [v["low"], v["high"]]) for k, v in study.space.items()}
     cfg = study.config(Trial({}, study.seeds[0]), extra)
     measure(cfg)
+    _trainable(cfg, "")
     if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).exists():
         raise ConfigError(f"data.data_dir not found: {cfg.data.data_dir} (scale {study.scale}; "
                           f"--set data.data_dir=PATH points it at your copy)")
     for key, values in sample.items():
         for value in values:
             try:
-                measure(study.config(Trial({key: value}, study.seeds[0]), extra))
+                cfg = study.config(Trial({key: value}, study.seeds[0]), extra)
+                measure(cfg)
+                _trainable(cfg, "")
             except ConfigError as err:
                 raise ConfigError(f"space.{key}={value!r}: {err}") from None
+
+
+def _trainable(cfg: RunConfig, where: str) -> None:
+    """What `squeezelab train` would refuse only once the trial starts, refused for the whole study."""
+    if cfg.train.epochs < 1 and cfg.train.max_steps is None:
+        raise ConfigError(f"{where}train.epochs is {cfg.train.epochs}: a trial trains at least 1 epoch")

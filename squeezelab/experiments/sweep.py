@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from squeezelab import runtime
@@ -48,6 +48,12 @@ class SweepOptions:
     heartbeat: int = 10  # seconds between heartbeats; a trial is stale after 3 of them
     poll: float = 2.0  # seconds between looks at the study while other workers hold the last points
     worker: int = 0
+    # one `squeezelab sweep` command (its workers share it): a trial the environment failed (disk full)
+    # is retried by the next command, not again by this one
+    invocation: str = field(default_factory=lambda: os.environ.get(SWEEP_ID) or f"{os.getpid()}-{time.time()}")
+
+
+SWEEP_ID = "SQUEEZELAB_SWEEP_ID"
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -84,7 +90,8 @@ def open_study(study: Study, opts: SweepOptions):
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=opts.heartbeat,
                                              grace_period=3 * opts.heartbeat)
-    except (sa.exc.OperationalError, sa.exc.ArgumentError, ImportError) as err:
+    except (sa.exc.OperationalError, sa.exc.ArgumentError, ImportError, ValueError) as err:
+        # ValueError: a URL sqlalchemy cannot parse (postgresql://u@h:notaport/db)
         raise ConfigError(f"--storage {opts.storage or url}: cannot open ({str(err).splitlines()[0]})") from None
     name = f"{study.name}:{study.scale}:{study.digest}"
     ostudy = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
@@ -171,7 +178,7 @@ def run_worker(study: Study, opts: SweepOptions, log=print) -> dict:
     points = _points(study)
     while True:
         _fail_stale(ostudy)
-        todo, running = _open_points(ostudy, claims, points)
+        todo, running = _open_points(ostudy, claims, points, opts.invocation)
         if not todo and not running:
             return counts
         if not todo:  # the rest is held by live workers: wait for them to finish or go stale
@@ -196,7 +203,7 @@ def _fail_stale(ostudy) -> None:
     optuna.storages.fail_stale_trials(ostudy)
 
 
-def _open_points(ostudy, claims, points) -> tuple[list[tuple[str, int | None]], int]:
+def _open_points(ostudy, claims, points, invocation: str = "") -> tuple[list[tuple[str, int | None]], int]:
     """Points this worker may claim (key, holder to swap from or None), and how many run elsewhere."""
     trials = {t._trial_id: t for t in ostudy.get_trials(deepcopy=False)}
     holders = claims.holders()
@@ -208,7 +215,9 @@ def _open_points(ostudy, claims, points) -> tuple[list[tuple[str, int | None]], 
         elif holder.state.name == "RUNNING":
             running += 1
         elif holder.state.name == "FAIL" and not holder.user_attrs.get("run_failed"):
-            todo.append((key, holder._trial_id))  # its worker died: take it over
+            if holder.user_attrs.get("env_failed") and holder.user_attrs.get("invocation") == invocation:
+                continue  # the environment failed it during this very command: the next one retries
+            todo.append((key, holder._trial_id))  # its worker died, or the environment failed it before
     return todo, running
 
 
@@ -251,7 +260,7 @@ def _run_grid(study, opts, ostudy, otrial, trial: Trial, log, total) -> str:
         return _prune(opts.out, ostudy, otrial, name, m, reason, log, total)
     result = run_trial(cfg, opts.out, name)
     _hparams(opts.out, result, {**trial.params, study.seed_key: trial.seed})
-    return _tell(ostudy, otrial, [result], name, m, log, total, study.metric)
+    return _tell(ostudy, otrial, [result], name, m, log, total, study.metric, opts.invocation)
 
 
 def _run_sampled(study, opts, ostudy, otrial, slot, previous, log, total) -> str:
@@ -267,7 +276,7 @@ def _run_sampled(study, opts, ostudy, otrial, slot, previous, log, total) -> str
         t = Trial(params, seed)
         results.append(run_trial(study.config(t, opts.extra), opts.out, trial_name(study, t, slot)))
         _hparams(opts.out, results[-1], {**params, study.seed_key: seed})
-    return _tell(ostudy, otrial, results, name, m, log, total, study.metric)
+    return _tell(ostudy, otrial, results, name, m, log, total, study.metric, opts.invocation)
 
 
 def _suggest(otrial, key: str, dom):
@@ -303,10 +312,17 @@ def _prune(out: Path, ostudy, otrial, name, m, reason, log, total) -> str:
     return "pruned"
 
 
-def _tell(ostudy, otrial, results, name, m, log, total, metric) -> str:
+def _tell(ostudy, otrial, results, name, m, log, total, metric, invocation: str = "") -> str:
     otrial.set_user_attr("measure", m)
     otrial.set_user_attr("runs", [r["run"] for r in results])
     failed = [r for r in results if r["status"] != "finished"]
+    if failed and failed[0].get("environment"):  # disk full, read-only: retried by the next sweep command
+        otrial.set_user_attr("env_failed", failed[0]["error"])
+        otrial.set_user_attr("invocation", invocation)
+        ostudy.tell(otrial, state=_state("FAIL"))
+        log(f"[{_finished(ostudy)}/{total}] {name}: FAILED by the environment ({failed[0]['error']}; log "
+            f"{failed[0]['log']}); the next run of this sweep retries it")
+        return "failed"
     if failed:
         otrial.set_user_attr("run_failed", failed[0]["error"])  # a real failure: not retried
         ostudy.tell(otrial, state=_state("FAIL"))
@@ -322,6 +338,7 @@ def _tell(ostudy, otrial, results, name, m, log, total, metric) -> str:
 
 def _finished(ostudy) -> int:
     return sum(t.state.name in DONE or t.user_attrs.get("run_failed") is not None
+               or t.user_attrs.get("env_failed") is not None
                for t in ostudy.get_trials(deepcopy=False) if "skipped" not in t.user_attrs)
 
 
@@ -353,16 +370,21 @@ def run_trial(cfg, out: Path, name: str) -> dict:
     finished folder is never trained again. Returns {"run", "status", "best", "error", "log"}."""
     run_dir, logs = out / "runs" / name, out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    rc = None  # a finished folder is not trained again
     if runtime.run_status(run_dir) != "finished":
         cmd = _train_command(cfg, run_dir, logs / f"{name}.yaml")
         with open(logs / f"{name}.log", "ab") as fh:
             rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
                                 check=False).returncode
     summary = _summary(run_dir)
-    error = summary.get("error") or (None if summary else f"no summary.json: `squeezelab train` exited {rc}: "
-                                                          f"{_last_line(logs / f'{name}.log')}")
-    return {"run": str(run_dir.relative_to(out)), "status": summary.get("status", "failed"),
-            "best": summary.get("best") or {}, "error": error, "log": str(logs / f"{name}.log")}
+    last = _last_line(logs / f"{name}.log") if rc else ""
+    error = summary.get("error") or (None if summary else f"no summary.json: `squeezelab train` exited {rc}: {last}")
+    # exit 1 with squeezelab's own one-line message: the environment (a bug's traceback exits 1 too, but
+    # its last line is the exception's)
+    environment = rc == 1 and last.startswith("squeezelab train: error:")
+    return {"run": str(run_dir.relative_to(out)), "status": summary.get("status", "failed") if not environment else "failed",
+            "best": summary.get("best") or {}, "error": last if environment else error, "log": str(logs / f"{name}.log"),
+            "environment": environment}
 
 
 def _hparams(out: Path, result: dict, params: dict) -> None:
@@ -429,8 +451,9 @@ def run_sweep(study: Study, opts: SweepOptions, workers: int, argv: list[str], l
     prepare_folder(study, opts.out)
     open_study(study, opts)  # create the study once, before the workers race to
     _warn_oversubscribed(study, opts, workers, log)
+    env = {**os.environ, SWEEP_ID: opts.invocation}  # the workers are one command
     procs = [subprocess.Popen([sys.executable, "-m", "squeezelab", "sweep", *argv, "--workers", "1",
-                               "--worker-index", str(i), "--spawned"], preexec_fn=_die_with_parent)
+                               "--worker-index", str(i), "--spawned"], preexec_fn=_die_with_parent, env=env)
              for i in range(workers)]
     codes = [p.wait() for p in procs]
     _record_wall(opts.out, started, workers, max(codes), None)
@@ -472,7 +495,8 @@ def _summary_line(study: Study, opts: SweepOptions) -> str:
     ostudy, _ = open_study(study, opts)
     states = [t for t in ostudy.get_trials(deepcopy=False) if "skipped" not in t.user_attrs]
     n = lambda s: sum(t.state.name == s for t in states)  # noqa: E731
-    failed = sum(t.user_attrs.get("run_failed") is not None for t in states)
+    failed = sum(t.user_attrs.get("run_failed") is not None or t.user_attrs.get("env_failed") is not None
+                 for t in states)
     return (f"{n('COMPLETE')} complete, {n('PRUNED')} pruned, {failed} failed, {n('FAIL') - failed} killed "
             f"and re-run, {n('RUNNING')} running")
 
