@@ -67,3 +67,6 @@ THREADS = integer(1, 1024)
 SEED = integer(0, 2**32 - 1)  # numpy's seed range
 FRACTION = number(0.0, 0.5, hi_open=True)  # --val-fraction: val and test part each
 POSITIVE = number(0.0, lo_open=True)  # learning rates
+
+# Every --weights takes the same formats (squeezelab.weights.load_weights recognises them by content).
+WEIGHTS_HELP = "a run folder, a .safetensors checkpoint, a .sqz file, the authors' .net or a torchvision .pth"

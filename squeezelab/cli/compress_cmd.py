@@ -95,7 +95,7 @@ def _register_sensitivity(sub) -> None:
     p = sub.add_parser("sensitivity", help="accuracy vs density of each layer pruned alone (table + PNG)",
                        description="Prune one layer at a time to each density (no retraining) and measure "
                                    "top-1: the input for choosing per-layer densities (Han et al. 2015, Fig. 6).")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help=argtypes.WEIGHTS_HELP)
     p.add_argument("--dataset", required=True)
     p.add_argument("--data-dir")
     p.add_argument("--split", help="default: the dataset's held-out split")

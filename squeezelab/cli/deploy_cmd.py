@@ -23,7 +23,7 @@ def _register_export(subparsers) -> None:
                                           "BatchNorm folded, preset and class names in its metadata), check ONNX "
                                           "Runtime against torch, and optionally quantise it to int8 (static, QDQ, "
                                           "per-channel) calibrated on training images of the model's dataset.")
-    p.add_argument("--weights", required=True, help="run folder, .safetensors, .sqz, .net or .pth")
+    p.add_argument("--weights", required=True, help=argtypes.WEIGHTS_HELP)
     p.add_argument("--model", help="model name (default: the one the weights name)")
     p.add_argument("-o", "--out", required=True, help="the .onnx file to write (int8: <out>.int8.onnx)")
     p.add_argument("--int8", action="store_true", help="also write an int8 model (needs --calib-dataset)")
@@ -99,7 +99,7 @@ def _register_predict(subparsers) -> None:
                                           "weights (torch) or an exported ONNX file. Unreadable images get one "
                                           "line each on stderr; the others are still predicted.")
     p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--weights", help="run folder, .safetensors, .sqz, .net or .pth")
+    p.add_argument("--weights", help=argtypes.WEIGHTS_HELP)
     p.add_argument("--onnx", help="an ONNX file exported by squeezelab export")
     p.add_argument("--classes", help="class names, one per line (ImageNet's synset_words.txt works as is)")
     p.add_argument("--top", type=argtypes.COUNT, default=5)
@@ -139,7 +139,7 @@ def register_bench_infer(sub) -> None:
                        description="Batch-1 latency (median, p90) and batch-32 throughput of the same weights in "
                                    "torch eager (NCHW, channels_last), torch.compile and ONNX Runtime fp32 / int8, "
                                    "with 1 and 2 threads, in alternating rounds.")
-    p.add_argument("--weights", required=True)
+    p.add_argument("--weights", required=True, help=argtypes.WEIGHTS_HELP)
     p.add_argument("--onnx", help="the fp32 ONNX file of these weights (default: exported to a temp folder)")
     p.add_argument("--int8", help="its int8 ONNX file (default: none; export --int8 makes one)")
     p.add_argument("--threads", type=argtypes.THREADS, nargs="+", default=[1, 2])

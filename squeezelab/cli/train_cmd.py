@@ -72,7 +72,7 @@ def _register_eval(subparsers) -> None:
     p = subparsers.add_parser("eval", help="top-1 / top-5 / loss of weights on a dataset split",
                               description="Evaluate weights (a run folder, checkpoint, the authors' .net file "
                                           "or a torchvision .pth) on a dataset split.")
-    p.add_argument("--weights", required=True, help="run folder, .safetensors checkpoint, .net or .pth file")
+    p.add_argument("--weights", required=True, help=argtypes.WEIGHTS_HELP)
     p.add_argument("--model", help="model name (default: the one the weights name)")
     p.add_argument("--dataset", required=True, help="registered dataset name (cifar10, tiny-imagenet, ...)")
     p.add_argument("--data-dir", help="dataset folder (not needed for digits)")

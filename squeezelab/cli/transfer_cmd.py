@@ -11,7 +11,7 @@ MODES = ("linear", "sq1", "fire_next", "full", "scratch")
 def register(subparsers) -> None:
     p = subparsers.add_parser("transfer", help="transfer pretrained weights to a dataset and report test accuracy",
                               description=__doc__.splitlines()[0].replace("``", ""))
-    p.add_argument("--weights", required=True, help="a .net / .pth / .safetensors file or a run folder")
+    p.add_argument("--weights", required=True, help=argtypes.WEIGHTS_HELP)
     p.add_argument("--dataset", required=True, help="registered dataset name (e.g. cifar10)")
     p.add_argument("--data-dir", default=None, help="dataset folder as downloaded")
     p.add_argument("--download", action="store_true",
