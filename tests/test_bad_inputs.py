@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -263,3 +264,48 @@ def test_imagenet_models_print_imagenet_names():
     assert imagenet_names(["a", "b"], 2) == ["a", "b"] and imagenet_names(["a"], 2) is None
     own = [f"class{i}" for i in range(1000)]
     assert imagenet_names(own, 1000) == own
+
+
+# ------------------------------------------------------------------------------------ ONNX files from elsewhere
+
+
+def _foreign_onnx(tmp_path: Path, shape=(1, 3, 32, 32), meta: dict | None = None, name="m.onnx") -> Path:
+    """An ONNX file squeezelab did not write: a fixed input shape, and metadata as given."""
+    import onnx
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    path = tmp_path / name
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(*shape), str(path), dynamo=False)
+    model = onnx.load(str(path))
+    for k, v in (meta or {}).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("meta, words", [
+    ({"squeezelab.preset": "{not json"}, "not JSON"),
+    ({"squeezelab.preset": "[1, 2]"}, "'preset' is a list"),
+    ({"squeezelab.preset": '{"name": "small"}', "squeezelab.classes": '"abc"'}, "'classes' is not a list"),
+    ({"squeezelab.preset": '{"name": "report004"}'}, "expects input shape [1, 3, 32, 32]"),  # 224 px preset
+    ({}, "not exported by squeezelab"),
+])
+def test_onnx_files_from_elsewhere_are_one_line(tmp_path, capsys, meta, words):
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    onnx_path = _foreign_onnx(tmp_path, meta=meta)
+    Image.new("RGB", (40, 40)).save(tmp_path / "x.png")
+    with deadline(60):
+        cli_one_line_error(capsys, ["predict", "--onnx", str(onnx_path), str(tmp_path / "x.png")], words)
+
+
+def test_bench_infer_refuses_an_onnx_file_of_another_shape(tmp_path, capsys, tiny_weights):
+    pytest.importorskip("onnxruntime")
+    onnx_path = _foreign_onnx(tmp_path, meta={"squeezelab.preset": '{"name": "report004"}'})
+    with deadline(60):
+        cli_one_line_error(capsys, ["bench", "infer", "--weights", str(tiny_weights), "--onnx", str(onnx_path)],
+                           "expects input shape")

@@ -6,16 +6,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from squeezelab.errors import WeightsError
+
 
 def onnx_accuracy(path, dataset: str, data_dir: str | None, split: str | None = None, *, sess=None,
                   batch: int = 64) -> dict:
     """-> {"top1", "top5", "n", "correct", "predictions"} (predictions: top-1 class per image)."""
     from squeezelab.deploy.export import onnx_metadata, session
 
+    from squeezelab.data import get_preset
+    from squeezelab.deploy.export import check_onnx_input
+
     sess = sess or session(path)
+    meta = onnx_metadata(path)
+    if "preset" not in meta:
+        raise WeightsError(f"{path} was not exported by squeezelab (no preset in its metadata)")
+    preset = meta["preset"]["name"]
+    check_onnx_input(sess, path, get_preset(preset).input_size, (1, batch))
     name = sess.get_inputs()[0].name
-    return _score(lambda x: sess.run(None, {name: x.numpy()})[0], onnx_metadata(path)["preset"]["name"],
-                  dataset, data_dir, split, batch)
+    return _score(lambda x: sess.run(None, {name: x.numpy()})[0], preset, dataset, data_dir, split, batch)
 
 
 def torch_accuracy(weights: str, dataset: str, data_dir: str | None, split: str | None = None, *,

@@ -76,6 +76,10 @@ def bench_infer(net, input_size: int, *, onnx_fp32=None, onnx_int8=None, threads
     if unknown:
         raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(ENGINES)}")
     caller_threads = torch.get_num_threads()
+    from squeezelab.deploy.export import check_onnx_input, session
+
+    for path in (p for p in (onnx_fp32, onnx_int8) if p is not None):  # one line, before any timing
+        check_onnx_input(session(path), path, input_size, (1, batch))
     x1 = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size)).astype(np.float32)
     xb = np.random.default_rng(1).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
     todo = build_engines(net.eval(), onnx_fp32, onnx_int8, list(threads), list(engines))

@@ -177,6 +177,36 @@ def run_onnx(path: str | Path, x: np.ndarray, *, batch: int = 64, sess=None) -> 
 
 
 def onnx_metadata(path: str | Path) -> dict:
-    """The squeezelab entries of an ONNX file's metadata, decoded from JSON."""
+    """The squeezelab entries of an ONNX file's metadata, decoded from JSON and checked: a file from
+    elsewhere (or edited) whose entries are not JSON, or not of the types squeezelab writes, is a
+    one-line WeightsError, never a traceback later."""
     meta = session(path).get_modelmeta().custom_metadata_map
-    return {k[len(META_PREFIX):]: json.loads(v) for k, v in meta.items() if k.startswith(META_PREFIX)}
+    out = {}
+    for k, v in meta.items():
+        if not k.startswith(META_PREFIX):
+            continue
+        try:
+            out[k[len(META_PREFIX):]] = json.loads(v)
+        except ValueError:
+            raise WeightsError(f"{path}: metadata {k!r} is not JSON (not a file squeezelab exported, or edited)") from None
+    preset, classes = out.get("preset"), out.get("classes")
+    if preset is not None and not (isinstance(preset, dict) and isinstance(preset.get("name"), str)):
+        raise WeightsError(f"{path}: metadata 'preset' is a {type(preset).__name__}, not the preset squeezelab writes")
+    if classes is not None and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        raise WeightsError(f"{path}: metadata 'classes' is not a list of class names")
+    return out
+
+
+def check_onnx_input(sess, path: str | Path, input_size: int, batches: tuple[int, ...] = (1,)) -> None:
+    """The model takes what squeezelab feeds it: one float input [N, 3, S, S] with S = ``input_size``
+    and N free (or every batch size in ``batches``); else a one-line WeightsError naming the shape."""
+    inputs = sess.get_inputs()
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    want = ["N", 3, input_size, input_size]
+    ok = shape is not None and len(shape) == 4 and all(
+        not isinstance(d, int) or d == w for d, w in zip(shape[1:], want[1:])) and (
+        not isinstance(shape[0], int) or set(batches) == {shape[0]})
+    if not ok:
+        got = f"{len(inputs)} inputs" if len(inputs) != 1 else f"input shape {shape}"
+        raise WeightsError(f"{path}: expects {got}, but squeezelab feeds one image batch of shape "
+                           f"[{'/'.join(map(str, sorted(set(batches))))}, 3, {input_size}, {input_size}] (its preset's size)")

@@ -91,6 +91,10 @@ class Predictor:
             preset, names = meta["preset"]["name"], meta.get("classes")
             self.run = self._onnx
         self.preset = get_preset(preset)
+        if onnx is not None:
+            from squeezelab.deploy.export import check_onnx_input
+
+            check_onnx_input(self.sess, onnx, self.preset.input_size)
         self.classes = classes or names
 
     def _torch(self, x: torch.Tensor) -> np.ndarray:
