@@ -309,3 +309,33 @@ def test_bench_infer_refuses_an_onnx_file_of_another_shape(tmp_path, capsys, tin
     with deadline(60):
         cli_one_line_error(capsys, ["bench", "infer", "--weights", str(tiny_weights), "--onnx", str(onnx_path)],
                            "expects input shape")
+
+
+# ------------------------------------------------------------------------------------ weights headers
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("preset", ["caffe"], "preset is a list"),
+    ("preset", 3, "preset is a int"),
+    ("classes", "abc", "classes is a str"),
+    ("classes", [1, 2], "classes are not a list of names"),
+    ("model", [1], "model is a list"),
+    ("model.num_classes", "10", "num_classes is '10'"),
+    ("model.options", "x", "model.options is a str"),
+    ("config", {"data": {"val_fraction": "abc"}, "train": {}}, "data_split"),
+])
+def test_a_checkpoint_whose_metadata_has_the_wrong_types_is_one_line(tmp_path, capsys, tiny_weights, field, value, words):
+    """eval and export read the model, preset and classes from the file: each of the wrong type is one line."""
+    from safetensors.torch import load_file, save_file
+
+    meta = json.loads(__import__("safetensors").safe_open(str(tiny_weights), "pt").metadata()["squeezelab"])
+    head, _, sub = field.partition(".")
+    if sub:
+        meta[head][sub] = value
+    else:
+        meta[head] = value
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(tiny_weights)), str(bad), metadata={"squeezelab": json.dumps(meta)})
+    for argv in (["eval", "--weights", str(bad), "--dataset", "digits"],
+                 ["export", "--weights", str(bad), "-o", str(tmp_path / "m.onnx")]):
+        cli_one_line_error(capsys, argv, words)

@@ -101,27 +101,66 @@ def _load_safetensors(path: Path) -> LoadedWeights:
     from squeezelab.weights.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path)
-    meta = ckpt.meta or {}
-    model = meta.get("model") or {}
+    meta = ckpt.meta if isinstance(ckpt.meta, dict) else {}
+    model = _described(path, meta)
     return LoadedWeights(dict(ckpt.model_state), "squeezelab", model.get("name"), dict(model.get("options") or {}),
-                         model.get("num_classes"), meta.get("preset"), path, _data_split(meta.get("config")),
-                         meta.get("classes"))
+                         model.get("num_classes"), meta.get("preset"), path,
+                         _split_checked(path, _data_split(meta.get("config"))), meta.get("classes"))
+
+
+def _described(path: Path, meta: dict) -> dict:
+    """The model description of a checkpoint or .sqz header, every field of the type squeezelab writes;
+    a file whose header says otherwise (a list as preset, a string as num_classes) is one line."""
+    model = meta.get("model", {})
+    if model is not None and not isinstance(model, dict):
+        raise WeightsError(f"{path}: its model is a {type(model).__name__}, not the dict squeezelab writes "
+                           f"(a damaged or edited file)")
+    checks = (("model.name", (model or {}).get("name"), str),
+              ("model.options", (model or {}).get("options"), dict), ("preset", meta.get("preset"), str),
+              ("dataset", meta.get("dataset"), str), ("classes", meta.get("classes"), list))
+    for field_, value, kind in checks:
+        if value is not None and not isinstance(value, kind):
+            raise WeightsError(f"{path}: its {field_} is a {type(value).__name__}, not the {kind.__name__} squeezelab "
+                               f"writes (a damaged or edited file)")
+    n = (model or {}).get("num_classes")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 2**32):
+        raise WeightsError(f"{path}: its model.num_classes is {n!r}, not a class count")
+    classes = meta.get("classes")
+    if classes is not None and not all(isinstance(c, str) for c in classes):
+        raise WeightsError(f"{path}: its classes are not a list of names")
+    return model or {}
 
 
 def _load_sqz(path: Path) -> LoadedWeights:
     """A .sqz file: decode every tensor, then check that the model its header names has exactly these
     tensors (built on the meta device: a hostile header cannot make it allocate a giant model)."""
     f = sqz.read_sqz(path.read_bytes())
-    state = f.state_dict()
     header = f.header
-    model = header.get("model") if isinstance(header.get("model"), dict) else {}
+    model = _described(path, header)
+    state = f.state_dict()
     name, options, num_classes = model.get("name"), model.get("options") or {}, model.get("num_classes")
     if name is not None:
         _check_spec_fits(name, options, num_classes, state)
     classes = header.get("classes") if isinstance(header.get("classes"), list) else None
-    data = header.get("data_split") if isinstance(header.get("data_split"), dict) else None
+    data = _split_checked(path, header.get("data_split"))
     return LoadedWeights(state, "sqz", name, dict(options), num_classes, header.get("preset"), path, data,
                          classes, header)
+
+
+def _split_checked(path: Path, split) -> dict | None:
+    """How the weights' run split its data, each field of its type (a string as val_fraction was read
+    silently, then failed inside eval): else one line."""
+    if split is None:
+        return None
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    ok = (isinstance(split, dict) and isinstance(split.get("dataset"), (str, type(None)))
+          and split.get("split_scheme", "official") in ("official", "pooled")
+          and num(split.get("val_fraction", 0.0)) and 0 <= split.get("val_fraction", 0.0) < 1
+          and isinstance(split.get("seed", 0), int) and not isinstance(split.get("seed", 0), bool))
+    if not ok:
+        raise WeightsError(f"{path}: its data_split is not the {{dataset, split_scheme, val_fraction, seed}} "
+                           f"squeezelab writes (a damaged or edited file)")
+    return split
 
 
 def _check_spec_fits(name, options, num_classes, state: dict[str, torch.Tensor]) -> None:
@@ -149,6 +188,8 @@ def _data_split(config: dict | None) -> dict | None:
     if not isinstance(config, dict):
         return None
     data, train = config.get("data") or {}, config.get("train") or {}
+    if not isinstance(data, dict) or not isinstance(train, dict):
+        return {"dataset": None, "val_fraction": "not a config"}  # refused by _split_checked
     return {"dataset": data.get("dataset"), "split_scheme": data.get("split_scheme", "official"),
             "val_fraction": data.get("val_fraction", 0.0), "seed": train.get("seed", 0)}
 
