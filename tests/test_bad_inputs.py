@@ -339,3 +339,15 @@ def test_a_checkpoint_whose_metadata_has_the_wrong_types_is_one_line(tmp_path, c
     for argv in (["eval", "--weights", str(bad), "--dataset", "digits"],
                  ["export", "--weights", str(bad), "-o", str(tmp_path / "m.onnx")]):
         cli_one_line_error(capsys, argv, words)
+
+
+@pytest.mark.parametrize("content, words", [(bytes(range(256)), "not UTF-8"), (b"", "one unique wnid"),
+                                            (b"n01\nn01\n", "one unique wnid")])
+def test_a_tiny_imagenet_zip_with_a_bad_wnids_txt_is_one_line(tmp_path, capsys, content, words):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "tiny-imagenet-200.zip", "w") as z:
+        z.writestr("tiny-imagenet-200/wnids.txt", content)
+        z.writestr("tiny-imagenet-200/train/n01/images/n01_0.JPEG", b"x")
+    cli_one_line_error(capsys, ["bench", "train", "--dataset", "tiny-imagenet", "--data-dir", str(tmp_path),
+                                "--steps", "1", "--rounds", "1"], words)

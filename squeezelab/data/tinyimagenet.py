@@ -143,8 +143,25 @@ def _zip_index(stats: tuple) -> tuple[dict, dict, dict]:
             elif m := _VAL.match(member):
                 val_files[m.group(1)] = (i, member)
             elif member in (f"{TOP}/wnids.txt", f"{TOP}/val/val_annotations.txt"):
-                texts[member] = zf.read(member).decode()
+                texts[member] = _member_text(zf, Path(path), member)
     return train, val_files, texts
+
+
+def _member_text(zf, path: Path, member: str) -> str:
+    """A text member of the zip (wnids.txt, val_annotations.txt) as UTF-8; a damaged, oversized or
+    binary one is a one-line DataError naming it."""
+    import zipfile
+    import zlib
+
+    if zf.getinfo(member).file_size > 64 << 20:  # the real ones are 2 KB and 400 KB
+        raise DataError(f"{path}:{member}: {zf.getinfo(member).file_size:,} bytes is not a Tiny ImageNet text file")
+    try:
+        return zf.read(member).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}:{member}: not UTF-8 text (byte {err.start}); the zip file is damaged or not "
+                        f"Tiny ImageNet") from None
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        raise DataError(f"{path}:{member}: cannot be read from the zip ({' '.join(str(err).split())[:100]})") from None
 
 
 def build(data_dir: Path, split: str, download: bool = False) -> Listing:
