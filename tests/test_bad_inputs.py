@@ -351,3 +351,41 @@ def test_a_tiny_imagenet_zip_with_a_bad_wnids_txt_is_one_line(tmp_path, capsys, 
         z.writestr("tiny-imagenet-200/train/n01/images/n01_0.JPEG", b"x")
     cli_one_line_error(capsys, ["bench", "train", "--dataset", "tiny-imagenet", "--data-dir", str(tmp_path),
                                 "--steps", "1", "--rounds", "1"], words)
+
+
+# ------------------------------------------------------------------------------------ .sqz that claims too much
+
+
+@pytest.mark.parametrize("numel, bits", [(1 << 24, 1), (1 << 25, 2), (3 << 23, 1)])
+def test_a_sqz_whose_decoding_needs_far_more_memory_is_refused_before_decoding(tmp_path, capsys, numel, bits):
+    """A megabyte of incompressible weights beside a sparse tensor of fillers: the tensors themselves fit
+    the 256x-the-file budget, but decoding them takes hundreds of MB of int64 codes, gaps and positions.
+    Refused by the table alone, in one line, in every reader, before any of it is allocated."""
+    import resource
+
+    import torch
+
+    from squeezelab.weights import sqz
+
+    t = torch.zeros(numel)
+    t[-1] = 1.0
+    pad = torch.randn(1 << 18)  # 1 MB that no coder shrinks: the file's size sets the budget
+    data = sqz.write_sqz({"pad": pad, "w": t}, {"preset": "small"}, index_bits=bits)
+    assert 4 * (numel + pad.numel()) < sqz.MAX_EXPANSION * len(data)  # the old tensor-only bound let it through
+    path = tmp_path / "bomb.sqz"
+    path.write_bytes(data)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for argv in (["compress", "report", str(path)], ["eval", "--weights", str(path), "--dataset", "digits"],
+                 ["convert", str(path), str(tmp_path / "out.safetensors")]):
+        with deadline(30):
+            cli_one_line_error(capsys, argv, "decoding would take")
+    grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB
+    assert grew < 100 * 1024, f"peak memory grew by {grew / 1024:.0f} MiB"
+
+
+def test_sqz_tensor_counts_are_exact_where_int64_would_wrap():
+    from squeezelab.weights.sqz import TensorRecord
+
+    import torch
+
+    assert TensorRecord("w", torch.float32, (2**32, 2**32)).numel == 2**64

@@ -134,13 +134,13 @@ def _described(path: Path, meta: dict) -> dict:
 def _load_sqz(path: Path) -> LoadedWeights:
     """A .sqz file: decode every tensor, then check that the model its header names has exactly these
     tensors (built on the meta device: a hostile header cannot make it allocate a giant model)."""
-    f = sqz.read_sqz(path.read_bytes())
+    f = sqz.read_sqz(path.read_bytes(), decode=False)  # the table only: nothing decoded yet
     header = f.header
     model = _described(path, header)
-    state = f.state_dict()
     name, options, num_classes = model.get("name"), model.get("options") or {}, model.get("num_classes")
-    if name is not None:
-        _check_spec_fits(name, options, num_classes, state)
+    if name is not None:  # every tensor's shape checked against the model the header names, then decoded
+        _check_spec_fits(name, options, num_classes, {t.name: t.shape for t in f.tensors})
+    state = f.state_dict()
     classes = header.get("classes") if isinstance(header.get("classes"), list) else None
     data = _split_checked(path, header.get("data_split"))
     return LoadedWeights(state, "sqz", name, dict(options), num_classes, header.get("preset"), path, data,
@@ -163,7 +163,7 @@ def _split_checked(path: Path, split) -> dict | None:
     return split
 
 
-def _check_spec_fits(name, options, num_classes, state: dict[str, torch.Tensor]) -> None:
+def _check_spec_fits(name, options, num_classes, shapes: dict[str, tuple]) -> None:
     from squeezelab.errors import SqueezelabError
     from squeezelab.models import create_model
 
@@ -176,8 +176,8 @@ def _check_spec_fits(name, options, num_classes, state: dict[str, torch.Tensor])
         raise WeightsError(f"its header names a model this squeezelab cannot build ({err})") from None
     except (TypeError, ValueError, RuntimeError) as err:
         raise WeightsError(f"its header names a model this squeezelab cannot build ({type(err).__name__})") from None
-    wrong = [k for k in own if k not in state or tuple(state[k].shape) != tuple(own[k].shape)]
-    extra = [k for k in state if k not in own]
+    wrong = [k for k in own if k not in shapes or tuple(shapes[k]) != tuple(own[k].shape)]
+    extra = [k for k in shapes if k not in own]
     if wrong or extra:
         raise WeightsError(f"its tensors do not fit the {name} its header names "
                            f"({', '.join((wrong + extra)[:3])} ...)")

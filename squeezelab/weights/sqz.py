@@ -31,6 +31,7 @@ size, and anything malformed raises :class:`WeightsError` (one line).
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -87,7 +88,14 @@ class TensorRecord:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # exact: numpy's int64 product of (2^32, 2^32) wraps to 0
+
+    def decode_bytes(self) -> int:
+        """Peak bytes that decoding this tensor allocates beyond its result: int64 codes, gaps and
+        positions per stored entry, the values, and the dense flat array they are scattered into."""
+        itemsize = DTYPES[DTYPE_IDS[self.dtype]][1].itemsize
+        per_entry = 8 * (3 if self.sparse else 1) + itemsize
+        return self.entries * per_entry + (self.numel * itemsize if self.sparse else 0)
 
     @property
     def sparse(self) -> bool:
@@ -337,7 +345,7 @@ def _read_table(table: _Cursor, payload: _Cursor, file_size: int) -> list[Tensor
     count = table.varint()
     if count > MAX_TENSORS:
         raise WeightsError(f"corrupt .sqz table: claims {count} tensors")
-    records, names, total_bytes = [], set(), 0
+    records, names, total_bytes, scratch = [], set(), 0, 0
     for _ in range(count):
         rec, book_size = _read_record(table)
         if rec.name in names:
@@ -345,9 +353,11 @@ def _read_table(table: _Cursor, payload: _Cursor, file_size: int) -> list[Tensor
         names.add(rec.name)
         itemsize = DTYPES[DTYPE_IDS[rec.dtype]][1].itemsize
         total_bytes += rec.numel * itemsize
-        if total_bytes > MAX_EXPANSION * file_size:
-            raise WeightsError(f"corrupt .sqz table: its tensors would take {total_bytes:,} bytes, more than "
-                               f"{MAX_EXPANSION}x the file's {file_size:,}")
+        scratch = max(scratch, rec.decode_bytes())  # tensors decode one at a time
+        if total_bytes + scratch > MAX_EXPANSION * file_size:  # checked before anything is allocated
+            raise WeightsError(f"corrupt .sqz table: decoding would take {total_bytes + scratch:,} bytes "
+                               f"(tensors and their intermediates), more than {MAX_EXPANSION}x the file's "
+                               f"{file_size:,}")
         _read_streams(rec, book_size, table, payload, itemsize, DTYPES[DTYPE_IDS[rec.store_dtype]][1].itemsize)
         records.append(rec)
     if table.pos != table.end:
