@@ -389,3 +389,24 @@ def test_sqz_tensor_counts_are_exact_where_int64_would_wrap():
     import torch
 
     assert TensorRecord("w", torch.float32, (2**32, 2**32)).numel == 2**64
+
+
+def test_an_output_folder_the_environment_refuses_is_exit_1_and_a_bad_path_exit_2(tmp_path, monkeypatch):
+    import errno
+
+    from squeezelab.errors import ConfigError, WriteError
+    from squeezelab.jobs import compress
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError):  # a parent that is a file: the user's path
+        compress._claim(tmp_path / "file" / "out", None)
+    with pytest.raises(ConfigError):
+        compress._claim(tmp_path / ("x" * 300), None)
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(WriteError) as err:
+        compress._claim(tmp_path / "ro" / "out", None)
+    assert getattr(err.value, "exit_code", 2) == 1 and "Read-only" in str(err.value)

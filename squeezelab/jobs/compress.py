@@ -15,6 +15,8 @@ its last checkpoint, and the recipe must be the one the folder was started with.
 
 from __future__ import annotations
 
+import errno
+
 import dataclasses
 import json
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 from squeezelab import runtime
 from squeezelab.config import CompressRecipe, OneShotRecipe, RunConfig, config_to_dict
 from squeezelab.engine.metrics import log
-from squeezelab.errors import ConfigError
+from squeezelab.errors import ConfigError, WriteError
 
 ALEXNET_PAPER_BYTES = 240e6  # paper Table 2: AlexNet, 240 MB uncompressed
 SOURCE = "source"
@@ -94,7 +96,9 @@ def _claim(out: Path, recipe: CompressRecipe) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ConfigError(f"cannot create the output folder {out}: {err.strerror or err}") from None
+        if err.errno in (errno.ENOTDIR, errno.EEXIST, errno.ENAMETOOLONG):  # the path given: a user's mistake
+            raise ConfigError(f"cannot create the output folder {out}: {err.strerror or err}") from None
+        raise WriteError.of(out, err) from None  # read-only, no permission, disk full: the environment (exit 1)
     marker = out / "recipe.json"
     wanted = json.dumps(recipe.raw, indent=2, sort_keys=True)
     if marker.is_file():
