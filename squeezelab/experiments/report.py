@@ -170,6 +170,9 @@ def claim_rows(meta: dict, variants: list[Variant], rows: list[dict]) -> list[di
         elif any(ok is not True for ok in conv.values()):
             text += " (convergence not measured: runs too short for a curve)"
         out.append({**row, "a": a[0].label, "b": b[0].label, "effect": eff, "mde": mde, "verdict": text})
+    # a study tests several claims on the same runs: Holm over them, beside each claim's own p
+    for row, adj in zip(out, stats.holm([r["effect"]["p"] if r["effect"] else stats.NA("not run") for r in out])):
+        row["p_holm"] = adj
     return out
 
 
@@ -327,9 +330,10 @@ def tables(meta: dict, rows: list[dict], comps: list[dict], corr: list[dict],
              stats.fmt(c["p_holm"]), stats.fmt(c["d"]), stats.fmt(c["wilcoxon_p"])] for c in comps]
     cor = [[c["x"], str(c["n"]), stats.fmt(c["r"]), stats.fmt(c["p"])] for c in corr]
     claim_head = ["claim", "seed document", "A", "B", "metric", "published A - B (points)", "ours A - B (95% CI)",
-                  "p", "MDE (power 0.8)", "verdict"]
+                  "p", "p (Holm over the claims)", "MDE (power 0.8)", "verdict"]
     cl = [[c["claim"], c["source"], c["a"], c["b"], c["metric"], _maybe(c["published"]), _effect(c["effect"]),
-           stats.fmt(c["effect"]["p"]) if c["effect"] else "-", _points(c["mde"]), c["verdict"]] for c in claims or []]
+           stats.fmt(c["effect"]["p"]) if c["effect"] else "-", stats.fmt(c["p_holm"]) if c["effect"] else "-",
+           _points(c["mde"]), c["verdict"]] for c in claims or []]
     return {"claims": (claim_head, cl), "variants": (head, var), "comparisons": (comp_head, comp),
             "correlations": (["x", "runs", "Pearson r", "p"], cor)}
 
