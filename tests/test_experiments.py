@@ -522,3 +522,22 @@ def test_a_study_that_cannot_run_is_refused_up_front(tmp_path, capsys, over, wor
     cli_one_line_error(capsys, ["sweep", str(path), "--dry-run"], words)
     assert time.perf_counter() - t < 30  # sized, not materialised
     assert not (tmp_path / "studies").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_names_from_files_cannot_inject_markup_or_break_the_plots(tmp_path):
+    """A variant named with HTML and matplotlib mathtext ($\\frac{ unclosed): report.md shows it as text,
+    index.html escapes it, and both PNGs are drawn."""
+    from squeezelab.experiments.study import load_study
+    from squeezelab.experiments.sweep import prepare_folder
+
+    hostile = "<img src=x onerror=alert(1)>$\\frac{$"
+    path = write_study(tmp_path, seeds={"values": [0, 1]}, space={}, variants={hostile: {"model.options.sr": 0.5}})
+    out = tmp_path / "st"
+    prepare_folder(load_study(path), out)
+    for seed in (0, 1):
+        fake_run(out, 0.5, seed, [0.3, 0.5 + seed / 100])
+    assert main(["report", str(out)]) == 0
+    md, page = (out / "report.md").read_text(), (out / "index.html").read_text()
+    assert "<img src=x" not in md and "&lt;img src=x" in md and "<img src=x" not in page
+    for png in ("accuracy_vs_size.png", "learning_curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

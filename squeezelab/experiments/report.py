@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -375,8 +376,14 @@ def _md_table(head: list, rows: list) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     # names come from files (study names, class names, variant values): escaped, so that markdown
     # viewers show them as text instead of running their HTML
-    lines += ["| " + " | ".join(html.escape(str(x)).replace("|", "/") for x in r) + " |" for r in rows]
+    lines += ["| " + " | ".join(_md_safe(x).replace("|", "/") for x in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _md_safe(text) -> str:
+    """Text for report.md: a '<' that would open an HTML tag (or comment) is escaped, so that a name
+    carrying markup shows as text in markdown viewers; '< 1 point' stays as it is."""
+    return re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(text))
 
 
 def _html_table(head: list, rows: list) -> str:
@@ -486,7 +493,7 @@ SECTIONS = (("claims", "Claim vs ours (A - B in points; 95% interval of the pair
 
 
 def _markdown(title, notes, tabs, pngs) -> str:
-    parts = [f"# {html.escape(title)}", "", *map(html.escape, notes), ""]
+    parts = [f"# {_md_safe(title)}", "", *map(_md_safe, notes), ""]
     parts += [f"![{n}]({n})" for n in pngs] + [""]
     for key, heading in SECTIONS:
         if tabs[key][1]:
