@@ -2,7 +2,7 @@
     python scripts/bench_cpu_scale.py [THREADS]
 SGD steps on random data of each model's input size, batch 128, fp32 / bf16 autocast x NCHW / channels_last;
 prints images/second. Run it on a quiet machine (results/experiments/README.md has the numbers)."""
-import sys, time, torch, statistics
+import sys, time, torch
 from torch import nn
 from squeezelab.models import create_model
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 1)

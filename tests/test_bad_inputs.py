@@ -410,3 +410,15 @@ def test_an_output_folder_the_environment_refuses_is_exit_1_and_a_bad_path_exit_
     with pytest.raises(WriteError) as err:
         compress._claim(tmp_path / "ro" / "out", None)
     assert getattr(err.value, "exit_code", 2) == 1 and "Read-only" in str(err.value)
+
+
+def test_a_fifo_inside_an_image_folder_is_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / "f" / split / "a").mkdir(parents=True)
+        Image.new("RGB", (40, 40)).save(tmp_path / "f" / split / "a" / "ok.jpg")
+    os.mkfifo(tmp_path / "f" / "train" / "a" / "pipe.jpg")
+    with deadline():
+        cli_one_line_error(capsys, ["bench", "train", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "f"),
+                                    "--steps", "1", "--rounds", "1", "--batch-size", "1"], "not a regular file")
