@@ -109,6 +109,15 @@ def load_dataset(
     return data if class_map is None else apply_class_map(data, Path(class_map))
 
 
+def count_images(name: str, data_dir=None, split: str | None = None) -> int:
+    """Images in one official split, from its listing (no decoding: what sizing a study needs, even for
+    100,000 Tiny ImageNet images not cached yet). ``split`` None: the training split."""
+    spec = get_spec(name)
+    split = split or spec.splits[0]
+    built = spec.build(_resolve_root(spec, data_dir), spec.aliases.get(split, split))
+    return len(built.refs) if isinstance(built, Listing) else len(built)
+
+
 def read_text(path: Path, what: str = "file") -> str:
     """A dataset's text file (labels.txt, wnids.txt, a class list) as UTF-8; absent, unreadable or
     not UTF-8 -> one-line DataError naming the file (and the first bad byte's line)."""

@@ -18,19 +18,23 @@ TIMED_STEPS = 3
 
 
 def images_per_epoch(cfg) -> tuple[int, int]:
-    """(training images, per-epoch evaluation images) of a config, read from the dataset's cache."""
-    from squeezelab.data import default_preset_for, load_dataset
+    """(training images, per-epoch evaluation images) of a config, counted from the dataset's listing
+    (nothing decoded); a carved validation split is counted by its fraction."""
+    from squeezelab.data import get_spec
+    from squeezelab.data.registry import count_images
 
     d = cfg.data
-    preset = d.preset or default_preset_for(d.dataset)
-    common = dict(preset=preset, val_fraction=d.val_fraction, split_scheme=d.split_scheme, seed=cfg.train.seed,
-                  cache_dir=d.cache_dir, download=False, class_map=d.class_map)
-    train = len(load_dataset(d.dataset, d.data_dir, "train", **common))
-    val_split = "val" if d.val_fraction > 0 else (d.val_split or "test")
-    try:
-        val = len(load_dataset(d.dataset, d.data_dir, val_split, **common))
-    except Exception:  # noqa: BLE001 - a dataset without that split: no per-epoch evaluation to count
-        val = 0
+    spec = get_spec(d.dataset)
+    pool = count_images(d.dataset, d.data_dir)
+    if d.val_fraction > 0 and d.split_scheme == "pooled":
+        pool += count_images(d.dataset, d.data_dir, spec.heldout)
+        val = round(pool * d.val_fraction)
+        train = pool - 2 * val
+    elif d.val_fraction > 0:
+        val = round(pool * d.val_fraction)
+        train = pool - val
+    else:
+        train, val = pool, count_images(d.dataset, d.data_dir, d.val_split or spec.heldout)
     if d.limit:
         train, val = min(train, d.limit), min(val, d.limit)
     return train, val
