@@ -80,8 +80,8 @@ def model_for(w, dataset_classes: int, options: dict | None = None, name: str | 
         raise ConfigError(f"the weights have {num_classes} classes and the dataset {dataset_classes}: their labels "
                           f"do not correspond; fine-tune first (squeezelab transfer, or train with model.weights), "
                           f"or map the dataset onto the weights' classes (--class-map / data.class_map)")
-    net = create_model(name, num_classes=num_classes, **{**dict(w.model_options), **options})
-    return load_into(net, w)
+    net = create_model(name, num_classes=num_classes, sized=True, **{**dict(w.model_options), **options})
+    return load_into(net, w)  # (sized: the loaded weights are this model's, already in memory)
 
 
 def classes_fit(dataset_classes: int, model_classes: int, declared: bool = True) -> bool:

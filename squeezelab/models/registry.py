@@ -124,10 +124,12 @@ def get_model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def create_model(name: str, *, num_classes: int = 1000, **options):
+def create_model(name: str, *, num_classes: int = 1000, sized: bool = False, **options):
     """Build a registered model. Bad name, option or value -> :class:`ConfigError`.
 
-    The model gets a ``model_spec`` attribute, ``{"name", "num_classes", "options"}`` with every
+    A model whose fp32 weights would not fit this machine's memory is refused before allocating
+    (``sized=True`` skips that check where the weights are in memory already). The model gets a
+    ``model_spec`` attribute, ``{"name", "num_classes", "options"}`` with every
     option resolved, which is enough to rebuild it: ``create_model(s["name"],
     num_classes=s["num_classes"], **s["options"])``.
     """
@@ -135,7 +137,8 @@ def create_model(name: str, *, num_classes: int = 1000, **options):
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes for {name} must be an integer >= 1; got {num_classes!r}")
     resolved = entry.resolve(options)
-    _check_fits(entry, name, num_classes, resolved)
+    if not sized:  # sized=True: the caller holds these weights already (e.g. loaded from a file)
+        _check_fits(entry, name, num_classes, resolved)
     model = entry.builder(num_classes=num_classes, where=name, **resolved)
     model.model_spec = {"name": name, "num_classes": num_classes, "options": resolved}
     return model
@@ -149,8 +152,8 @@ def _check_fits(entry, name: str, num_classes: int, resolved: dict) -> None:
     if torch.get_default_device().type == "meta":  # already sizing (measure, --dry-run)
         return
     with torch.device("meta"):
-        sized = entry.builder(num_classes=num_classes, where=name, **resolved)
-    need = 4 * sum(p.numel() for p in sized.parameters())
+        on_meta = entry.builder(num_classes=num_classes, where=name, **resolved)
+    need = 4 * sum(p.numel() for p in on_meta.parameters())
     have = _memory_bytes()
     if have and need > have:
         raise ConfigError(f"{name} with these options has {need // 4:,} parameters: {need / 2**30:,.1f} GiB of fp32 "
