@@ -8,10 +8,8 @@ import argparse
 import math
 from collections.abc import Callable
 
-
-# No option of squeezelab means anything past 2^32 (seeds end there); a larger value passed a one-sided
-# range check and overflowed later (--lr 1e308 in float32 arithmetic, --num-classes 2^63 in torch).
-MAX_MAGNITUDE = 2**32
+# The same cap as every config number: past 2^32 nothing means anything (seeds end there).
+from squeezelab.config import MAX_MAGNITUDE
 
 
 def _parse(text: str, kind: type) -> float | int:

@@ -68,7 +68,7 @@ def bench_train(model: str, dataset: str, *, data_dir: str | None = None, preset
             "torch_threads": torch.get_num_threads()}
 
 
-def _model(name: str, options: dict, num_classes: int, dev: torch.device, cl: bool) -> nn.Module:
+def bench_model(name: str, options: dict, num_classes: int, dev: torch.device, cl: bool) -> nn.Module:
     from squeezelab.models import create_model
 
     torch.manual_seed(0)
@@ -77,8 +77,8 @@ def _model(name: str, options: dict, num_classes: int, dev: torch.device, cl: bo
 
 
 def _our_step(name, options, data, dev, dtype, cl, compile):
-    model = _model(name, options, data.num_classes, dev, cl)
-    return _sgd_step(torch.compile(model) if compile else model, dev, dtype)
+    model = bench_model(name, options, data.num_classes, dev, cl)
+    return sgd_step(torch.compile(model) if compile else model, dev, dtype)
 
 
 def _timed(batches, step, n_steps: int, batch_size: int, dev: torch.device) -> float:
@@ -101,7 +101,7 @@ def _forever(make_iter):
         yield from make_iter()
 
 
-def _sgd_step(model: nn.Module, dev: torch.device, dtype: torch.dtype | None):
+def sgd_step(model: nn.Module, dev: torch.device, dtype: torch.dtype | None):
     from squeezelab.engine.loop import StepOptions, backward_and_step
 
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -146,7 +146,7 @@ def _network(name, options, data, preset, dev, batch_size, dtype, cl, compile):
 
 def _naive(name, options, data, preset, dev, batch_size, workers):
     """-> (batches, step, settings) of the torchvision-tutorial pipeline."""
-    inner = _sgd_step(_model(name, options, data.num_classes, dev, cl=False), dev, None)
+    inner = sgd_step(bench_model(name, options, data.num_classes, dev, cl=False), dev, None)
     loader = torch.utils.data.DataLoader(_PILDataset(data, preset), batch_size, shuffle=True, drop_last=True,
                                          num_workers=workers, persistent_workers=workers > 0)
     settings = f"PIL Dataset + per-sample transforms + DataLoader ({workers} workers), fp32 NCHW"

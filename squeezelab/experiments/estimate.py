@@ -41,13 +41,13 @@ def images_per_epoch(cfg) -> tuple[int, int]:
 
 
 def step_seconds_per_image(cfg, threads: int) -> float:
-    """Measured seconds per training image of the config's model (forward + backward + SGD step)."""
+    """Measured seconds per training image of the config's model: the step `bench train` times for its
+    network-alone figure (forward + backward + SGD, at the config's precision and layout)."""
     import torch
-    from torch import nn
 
     from squeezelab.data import default_preset_for, get_preset
+    from squeezelab.engine.bench import bench_model, sgd_step
     from squeezelab.experiments.measure import NUM_CLASSES
-    from squeezelab.models import create_model
 
     dev = torch.device("cpu") if cfg.train.device in ("auto", "cpu") and not torch.cuda.is_available() \
         else runtime.choose_device(cfg.train.device)
@@ -57,28 +57,17 @@ def step_seconds_per_image(cfg, threads: int) -> float:
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        torch.manual_seed(0)
-        model = create_model(cfg.model.name, num_classes=classes, **dict(cfg.model.options)).to(dev).train()
+        step = sgd_step(bench_model(cfg.model.name, dict(cfg.model.options), classes, dev, cl), dev, dtype)
         bs = cfg.data.batch_size
         x = torch.randn(bs, 3, size, size, device=dev)
-        if cl:
-            model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last) if cl else x
         y = torch.randint(0, classes, (bs,), device=dev)
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-
-        def step():
-            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step()  # the first step allocates and picks kernels
+        step(x, y)  # the first step allocates and picks kernels
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t = time.perf_counter()
         for _ in range(TIMED_STEPS):
-            step()
+            step(x, y)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         return (time.perf_counter() - t) / (TIMED_STEPS * bs)

@@ -165,33 +165,31 @@ def fmt(v, digits: int = 3, pct: bool = False) -> str:
 
 
 def effect(a: dict[int, float | None], b: dict[int, float | None]) -> dict:
-    """A - B with its 95% interval: the paired t interval of the per-seed differences when both ran the
-    same seeds (at least 2), else Welch's. {"test", "n", "mean", "ci95", "p", "sd"}; sd is the spread
-    the minimal detectable effect is computed from (of the differences, or the pooled one)."""
+    """A - B with its 95% interval beside ``compare``'s test and p: the paired t interval of the per-seed
+    differences when both ran the same seeds (at least 2), else Welch's. {"test", "n", "mean", "ci95",
+    "p", "sd"}; sd is the spread the minimal detectable effect is computed from (of the differences, or
+    the pooled one)."""
     from scipy import stats
 
+    c = compare(a, b)
     a, b = _clean(a), _clean(b)
-    if len(a) < 2 or len(b) < 2:
-        why = NA(f"needs 2 finished seeds in each variant (have {len(a)} and {len(b)})")
-        return {"test": "-", "n": (len(a), len(b)), "mean": _mean_diff(a, b), "ci95": why, "p": why, "sd": why}
-    if set(a) == set(b):
+    out = {"test": c["test"], "n": c["n"], "mean": c["mean_diff"], "p": c["p"]}
+    if c["test"] == "-":
+        return {**out, "ci95": c["p"], "sd": c["p"]}
+    if c["test"] == "paired t":
         diff = [a[s] - b[s] for s in sorted(a)]
-        n, mean = len(diff), sum(diff) / len(diff)
+        n = len(diff)
         sd = 0.0 if _constant(diff) else float(stats.tstd(diff))
         half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-        p = _paired(list(a[s] for s in sorted(a)), list(b[s] for s in sorted(a)))["p"]
-        return {"test": "paired t", "n": n, "mean": mean, "ci95": (mean - half, mean + half), "p": p, "sd": sd}
+        return {**out, "ci95": (out["mean"] - half, out["mean"] + half), "sd": sd}
     xa, xb = list(a.values()), list(b.values())
     va, vb, na, nb = _tvar(xa), _tvar(xb), len(xa), len(xb)
-    mean = sum(xa) / na - sum(xb) / nb
     se = math.sqrt(va / na + vb / nb)
     if se == 0:
-        return {"test": "Welch t", "n": (na, nb), "mean": mean, "ci95": (mean, mean),
-                "p": NA("no variance within either variant"), "sd": 0.0}
+        return {**out, "ci95": (out["mean"], out["mean"]), "sd": 0.0}
     df = (va / na + vb / nb) ** 2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
     half = float(stats.t.ppf(0.975, df)) * se
-    return {"test": "Welch t", "n": (na, nb), "mean": mean, "ci95": (mean - half, mean + half),
-            "p": _welch(xa, xb)["p"], "sd": math.sqrt((va + vb) / 2)}
+    return {**out, "ci95": (out["mean"] - half, out["mean"] + half), "sd": math.sqrt((va + vb) / 2)}
 
 
 def mde(n: int, sd: float, paired: bool = True, power: float = 0.8, alpha: float = 0.05):

@@ -105,21 +105,18 @@ MAX_FILE = 64 << 20  # a run's text files are kilobytes; anything past this is n
 
 def _text(path: Path, problems: list[str]) -> str | None:
     """A run file's text; None when absent. Not a regular file (a FIFO would block), too large, or not
-    UTF-8 -> a problem, and None."""
+    UTF-8 -> a problem (runtime.read_regular's one line), and None."""
+    from squeezelab.errors import DataError
+    from squeezelab.runtime import read_regular
+
+    if not path.exists():
+        return None
     try:
-        if not path.exists():
-            return None
-        if not path.is_file():
-            problems.append(f"{path.name} is not a regular file")
-            return None
-        if path.stat().st_size > MAX_FILE:
-            problems.append(f"{path.name} is larger than {MAX_FILE >> 20} MB")
-            return None
-        return path.read_bytes().decode("utf-8")
+        return read_regular(path, path.name, MAX_FILE).decode("utf-8")
     except UnicodeDecodeError:
         problems.append(f"{path.name} is not UTF-8 text")
-    except OSError as err:
-        problems.append(f"{path.name}: {err.strerror or err}")
+    except DataError as err:
+        problems.append(str(err).replace(f"{path}: ", f"{path.name}: "))
     return None
 
 
