@@ -284,6 +284,23 @@ class ShareConfig:
 
 
 @dataclass(frozen=True)
+class ECQConfig:
+    """Entropy-constrained quantisation (compression/ecq.py; off unless bits is set): per layer at most
+    2^bits codes, each weight assigned for squared error + rate_weight x var(layer) x its code's bits."""
+
+    bits: PerLayerInt | None = bound(None, ge=1, le=16)  # the most codes per layer, e.g. {default: 6, conv1: 8}
+    rate_weight: PerLayerFloat = bound(0.0, ge=0.0)  # lambda: the normalised error one coded bit is worth; 0 = k-means
+    layers: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    correct_bias: bool = False  # as share.correct_bias (Nagel et al. 2019), on calibration_images training images
+    calibration_images: int = bound(256, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits is not None
+
+
+@dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation from a teacher (off unless teacher is set)."""
 
@@ -325,6 +342,7 @@ class OneShotRecipe:
 
     prune: PruneConfig = field(default_factory=PruneConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
+    ecq: ECQConfig = field(default_factory=ECQConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
 
 
@@ -338,6 +356,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     share: ShareConfig = field(default_factory=ShareConfig)
+    ecq: ECQConfig = field(default_factory=ECQConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
 
 
@@ -637,7 +656,7 @@ def config_hash(cfg: RunConfig, length: int = 6) -> str:
     data.pop("output", None)
     data["data"].pop("download", None)
     # Sections and keys added later hash as before while they keep their defaults.
-    for section, cls in (("prune", PruneConfig), ("share", ShareConfig), ("distill", DistillConfig)):
+    for section, cls in (("prune", PruneConfig), ("share", ShareConfig), ("ecq", ECQConfig), ("distill", DistillConfig)):
         if data.get(section) == config_to_dict(cls()):
             data.pop(section)
     for section, key in (("model", "weights"), ("data", "class_map")):

@@ -134,7 +134,7 @@ def test_fisher_weighted_sharing_in_a_run(tmp_path):
 
 def test_bias_correction_restores_each_layers_output_mean():
     from squeezelab.data import load_dataset, get_preset
-    from squeezelab.engine.compression import correct_bias_
+    from squeezelab.compression.calibrate import correct_bias_
 
     torch.manual_seed(0)
     net = create_model("squeezenet1_0", num_classes=10, base_e=32, incr_e=32).eval()
@@ -228,7 +228,8 @@ def test_best_checkpoint_is_never_a_not_yet_pruned_epoch(tmp_path):
 
 
 @pytest.mark.parametrize("section", [["prune.density=0.3", "prune.schedule=gradual", "prune.rounds=4"],
-                                     ["share.bits=3", "optim.name=adam", "optim.lr=0.001"]])
+                                     ["share.bits=3", "optim.name=adam", "optim.lr=0.001"],
+                                     ["ecq.bits=3", "ecq.rate_weight=0.05", "optim.name=adam", "optim.lr=0.001"]])
 def test_resume_with_masks_or_codebooks_is_bit_identical(tmp_path, monkeypatch, section):
     recipe = digits_recipe(tmp_path, epochs=4)
     straight = fit(load_config(recipe, [*section, f"output.run_dir={tmp_path / 'a'}"]), progress=False)

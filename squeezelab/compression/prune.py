@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from squeezelab.compression.layers import check_patterns, per_layer, weight_layers
+from squeezelab.compression.methods import Context, Hook, Method, register
 from squeezelab.errors import ConfigError
 
 SCHEDULES = ("oneshot", "iterative", "gradual")
@@ -144,7 +145,7 @@ def density_of(model: nn.Module, names: Sequence[str] | None = None) -> dict[str
 
 
 @dataclass
-class Pruner:
+class Pruner(Hook):
     """Masks held through training, updated on a schedule of optimizer steps.
 
     The engine calls ``before_step(step)`` before each step's forward pass, ``before_update()``
@@ -210,6 +211,9 @@ class Pruner:
     def state_meta(self) -> dict:
         return {"applied": self.applied, "layers": sorted(self.masks)}
 
+    def state(self, model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
+        return self.state_meta(), self.state_tensors()
+
     def load_state(self, meta: dict, tensors: Mapping[str, torch.Tensor]) -> None:
         self.applied = float(meta.get("applied", 0.0))
         device = next(self.model.parameters()).device
@@ -220,3 +224,39 @@ class Pruner:
 def steps_of(epochs: float | None, steps_per_epoch: int) -> int:
     """Epochs (fractions allowed) -> optimizer steps."""
     return 0 if epochs is None else int(math.floor(epochs * steps_per_epoch + 1e-9))
+
+
+# ------------------------------------------------------------------------------------ the method
+
+
+class PruneMethod(Method):
+    """The ``prune`` section: one-shot magnitude pruning, or a Pruner held through training."""
+
+    section = "prune"
+    order = 10
+    summary = "magnitude pruning (Han et al. 2015), one-shot, iterative or gradual; DSD"
+
+    def spec(self, p, seed: int = 0) -> PruneSpec:
+        return PruneSpec(p.density, p.threshold, p.layers, p.exclude)
+
+    def apply_(self, model: nn.Module, p, ctx: Context) -> None:
+        prune_(model, self.spec(p))
+
+    def training(self, model: nn.Module, p, ctx: Context, state) -> Pruner:
+        end = p.end_epoch if p.end_epoch is not None else 0.75 * ctx.epochs
+        if p.schedule != "oneshot" and end <= p.start_epoch:
+            raise ConfigError(f"prune.end_epoch ({end}) must come after prune.start_epoch ({p.start_epoch})")
+        if p.rounds < 1:
+            raise ConfigError(f"prune.rounds must be >= 1, got {p.rounds}")
+        if p.release_epoch is not None and p.release_epoch <= p.start_epoch:
+            raise ConfigError("prune.release_epoch (DSD) must come after prune.start_epoch")
+        per = ctx.steps_per_epoch
+        release = steps_of(p.release_epoch, per) if p.release_epoch is not None else None
+        pruner = Pruner(model, self.spec(p), p.schedule, steps_of(p.start_epoch, per), steps_of(end, per),
+                        p.rounds, release, p.release_lr_factor)
+        if state is not None:
+            pruner.load_state(*state)
+        return pruner
+
+
+register(PruneMethod())

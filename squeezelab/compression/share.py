@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from squeezelab.compression.layers import check_patterns, per_layer, weight_layers
+from squeezelab.compression.methods import Context, Hook, Method, register
 from squeezelab.errors import ConfigError
 
 INITS = ("linear", "density", "random")
@@ -227,3 +228,86 @@ def freeze_(model: nn.Module) -> None:
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight") and isinstance(module.parametrizations.weight[0], SharedWeight):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+# ------------------------------------------------------------------------------------ the method
+
+
+class SharedHook(Hook):
+    """Training of shared weights: the parametrization holds the form, so there is nothing to do per
+    step; the codebooks and codes go into checkpoints as ``<section>.codebook.<layer>`` /
+    ``<section>.codes.<layer>``."""
+
+    def __init__(self, section: str):
+        self.section = section
+
+    def state(self, model: nn.Module) -> tuple[dict, dict[str, torch.Tensor]]:
+        shared = current(model)
+        tensors = {}
+        for name, s in shared.items():
+            tensors[f"{self.section}.codes.{name}"] = s.codes.to(torch.int32)
+            tensors[f"{self.section}.codebook.{name}"] = s.codebook
+        return {name: {"zero": s.zero} for name, s in shared.items()}, tensors
+
+
+def restored(section: str, meta: Mapping, tensors: Mapping[str, torch.Tensor]) -> dict[str, Shared]:
+    """The codebooks and codes a SharedHook saved (``--resume``)."""
+    return {name: Shared(tensors[f"{section}.codebook.{name}"].float(), tensors[f"{section}.codes.{name}"].long(),
+                         bool(info["zero"])) for name, info in meta.items()}
+
+
+class QuantiserMethod(Method):
+    """A weight quantiser whose result is ``codebook[codes]`` per layer (what .sqz codes and what trains
+    as a codebook): subclasses say how a layer's codebook is found (``shared_layers``); calibration
+    (Fisher importance, bias correction) and training come from here."""
+
+    def needs_data(self, section) -> bool:
+        return getattr(section, "importance", "none") == "fisher" or bool(getattr(section, "correct_bias", False))
+
+    def shared_layers(self, model: nn.Module, section, spec, importance) -> dict[str, Shared]:
+        raise NotImplementedError
+
+    def _apply(self, model, section, ctx: Context, trainable: bool, shared: dict | None) -> None:
+        from squeezelab.compression import calibrate
+
+        spec = self.spec(section, ctx.seed)
+        targets = list(spec.targets(model))
+        importance = reference = None
+        if shared is None and getattr(section, "importance", "none") == "fisher":
+            importance = calibrate.fisher_diagonal(model, ctx.data, section.calibration_images, ctx.seed, targets,
+                                                   self.section)
+        if shared is None and getattr(section, "correct_bias", False):
+            modules = dict(model.named_modules())
+            reference = {n: modules[n].weight.detach().clone() for n in targets}
+        if shared is None:
+            shared = self.shared_layers(model, section, spec, importance)
+        share_(model, spec, trainable=trainable, shared=shared)
+        if reference is not None:
+            calibrate.correct_bias_(model, reference, ctx.data, section.calibration_images, ctx.seed, self.section)
+
+    def apply_(self, model: nn.Module, section, ctx: Context) -> None:
+        self._apply(model, section, ctx, trainable=False, shared=None)
+
+    def training(self, model: nn.Module, section, ctx: Context, state) -> SharedHook:
+        self._apply(model, section, ctx, trainable=True,
+                    shared=restored(self.section, *state) if state is not None else None)
+        return SharedHook(self.section)
+
+
+class ShareMethod(QuantiserMethod):
+    """The ``share`` section: k-means weight sharing with trained centroids (Deep Compression section 3)."""
+
+    section = "share"
+    summary = "k-means weight sharing, trained centroids (Han et al. 2016); Fisher-weighted; bias correction"
+
+    def spec(self, s, seed: int = 0) -> ShareSpec:
+        return ShareSpec(s.bits, s.layers, s.exclude, s.init, seed)
+
+    def shared_layers(self, model: nn.Module, section, spec: ShareSpec, importance) -> dict[str, Shared]:
+        modules, generator = dict(model.named_modules()), torch.Generator().manual_seed(spec.seed)
+        return {name: share_tensor(modules[name].weight, bits, spec.init, generator,
+                                   None if importance is None else importance.get(name))
+                for name, bits in spec.targets(model).items()}
+
+
+register(ShareMethod())

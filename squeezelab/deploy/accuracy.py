@@ -63,9 +63,9 @@ def _score(run, preset_name: str, dataset: str, data_dir, split, batch: int) -> 
 
 
 def _check_classes(model_classes: int, data) -> None:
-    """The rule of every place a dataset meets weights (engine.evaluation.classes_fit)."""
-    from squeezelab.engine.evaluation import classes_fit
+    """The rule of every place a dataset meets weights (weights.classes_fit)."""
     from squeezelab.errors import ConfigError
+    from squeezelab.weights import classes_fit
 
     if not classes_fit(data.num_classes, model_classes, getattr(data, "classes_declared", True)):
         raise ConfigError(f"the model has {model_classes} classes and the dataset {data.num_classes}: their labels "

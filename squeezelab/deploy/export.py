@@ -51,17 +51,10 @@ def fold_batchnorm(model: nn.Module) -> int:
 
 def load_model(weights: str, model: str | None = None, options: dict | None = None):
     """-> (model in eval mode, LoadedWeights, preset name) for any ``--weights``."""
-    from squeezelab.engine.evaluation import model_for
-    from squeezelab.weights import load_weights
+    from squeezelab.weights import load_weights, model_from_weights
 
     w = load_weights(weights)
-    if model and w.model_name and model != w.model_name:
-        raise ConfigError(f"--model {model} but the weights are for {w.model_name}")
-    if not (model or w.model_name):
-        raise ConfigError("the weights do not name their model: pass --model")
-    if w.num_classes is None:
-        raise ConfigError("the weights do not say how many classes they have")
-    net = model_for(w, w.num_classes, options, model or w.model_name).eval()
+    net = model_from_weights(w, name=model, options=options).eval()
     if w.preset is None:
         raise ConfigError("the weights do not name their preprocessing preset (train them with squeezelab)")
     return net, w, w.preset

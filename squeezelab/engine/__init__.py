@@ -13,7 +13,8 @@ imports torch but builds nothing.
 from squeezelab.engine.bench import bench_train
 from squeezelab.weights.checkpoint import Checkpoint, read_checkpoint, save_checkpoint  # re-exported: the engine writes them
 from squeezelab.engine.evaluation import evaluate_weights
-from squeezelab.engine.loop import evaluate, fit, train_one_epoch
+from squeezelab.engine.loop import evaluate, train_one_epoch
+from squeezelab.engine.run import fit
 from squeezelab.engine.optim import AdaBound, build_optimizer
 from squeezelab.engine.schedules import Plateau, lr_factor
 

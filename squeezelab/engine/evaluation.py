@@ -67,27 +67,17 @@ def _model_name(given: str | None, from_weights: str | None) -> str:
 
 def model_for(w, dataset_classes: int, options: dict | None = None, name: str | None = None,
               declared: bool = True) -> torch.nn.Module:
-    """The model loaded weights ``w`` describe (``name`` / ``options`` from the command line on top),
-    loaded and checked against a dataset of ``dataset_classes`` classes. ``declared`` False: the
-    dataset names no classes (its count is only its largest label + 1), so it fits any weights with at
-    least that many classes: a labelled subset of ImageNet is scored with the weights' 1000."""
-    from squeezelab.models import create_model
-    from squeezelab.weights import load_into
+    """``weights.model_from_weights`` for scoring on a dataset of ``dataset_classes`` classes: refused
+    unless its labels index the weights' classes. ``declared`` False: the dataset names no classes (its
+    count is only its largest label + 1), so it fits any weights with at least that many classes."""
+    from squeezelab.weights import classes_fit, model_from_weights
 
-    name, options = name or _model_name(None, w.model_name), options or {}
     num_classes = w.num_classes or dataset_classes
     if not classes_fit(dataset_classes, num_classes, declared):  # label i is not class i: 0% means nothing
         raise ConfigError(f"the weights have {num_classes} classes and the dataset {dataset_classes}: their labels "
                           f"do not correspond; fine-tune first (squeezelab transfer, or train with model.weights), "
                           f"or map the dataset onto the weights' classes (--class-map / data.class_map)")
-    net = create_model(name, num_classes=num_classes, sized=True, **{**dict(w.model_options), **options})
-    return load_into(net, w)  # (sized: the loaded weights are this model's, already in memory)
-
-
-def classes_fit(dataset_classes: int, model_classes: int, declared: bool = True) -> bool:
-    """Whether a dataset's labels index a model's classes: the same count for a dataset that declares
-    its classes (a class-list file, a format with its own), at most as many for one that does not."""
-    return dataset_classes == model_classes or (not declared and dataset_classes <= model_classes)
+    return model_from_weights(w, name=name, options=options, num_classes=num_classes)
 
 
 def _run(net: torch.nn.Module, data, preset: str, device: torch.device, batch_size: int, amp: str) -> dict:

@@ -1,4 +1,5 @@
-"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit`` (each fits on a screen).
+"""The training loop: ``train_one_epoch`` and ``evaluate`` (each fits on a screen); ``fit`` (engine/run.py)
+drives them through a ``Run``. Of the engine this imports only ``metrics``: the engine's imports have no circle.
 
 Determinism / exact resume: every epoch re-seeds torch's generator and the augmentation generator
 from (seed, epoch, rank) and the loader shuffles by (seed, epoch), so an epoch's randomness is a pure
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from squeezelab import runtime
-from squeezelab.config import RunConfig
 from squeezelab.engine.metrics import Progress, Sums, topk_correct
 from squeezelab.errors import TrainingError
 
@@ -212,21 +212,3 @@ class RunState:
 
     def to_meta(self) -> dict:
         return dict(self.__dict__)
-
-
-def fit(config: RunConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Train as ``config`` says; returns the run folder (``runs/<id>/``). ``resume``: a run folder
-    interrupted earlier, continued from its last checkpoint. Under ``torchrun`` this is DDP."""
-    from squeezelab.engine.run import Run
-
-    run, threads, ok = None, torch.get_num_threads(), False
-    try:
-        run = Run.start(config, resume=Path(resume) if resume else None, progress=progress)
-        run.loop()
-        ok = True
-    finally:
-        torch.set_num_threads(threads)  # train.threads applies to this run only
-        if run is not None:
-            run.model = None  # drop the DDP wrapper (its reducer talks to the group) before leaving it
-        runtime.shutdown_distributed(barrier=ok)
-    return run.run_dir

@@ -31,13 +31,29 @@ from torch import nn
 from squeezelab import runtime
 from squeezelab.config import RunConfig, config_from_dict, config_to_dict, dump_config
 from squeezelab.weights import checkpoint as ckpt
+from squeezelab.weights.model import classes_fit
 from squeezelab.engine.loop import RunState, StepOptions, early_stopping, evaluate, train_one_epoch
-from squeezelab.engine.evaluation import classes_fit
 from squeezelab.engine.events import EventLog
 from squeezelab.engine.metrics import MetricsLog, Progress, log
 from squeezelab.engine.optim import build_optimizer, set_lr
 from squeezelab.engine.schedules import Plateau, lr_factor
 from squeezelab.errors import ConfigError, TrainingError
+
+
+def fit(config: RunConfig, *, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Train as ``config`` says; returns the run folder (``runs/<id>/``). ``resume``: a run folder
+    interrupted earlier, continued from its last checkpoint. Under ``torchrun`` this is DDP."""
+    run, threads, ok = None, torch.get_num_threads(), False
+    try:
+        run = Run.start(config, resume=Path(resume) if resume else None, progress=progress)
+        run.loop()
+        ok = True
+    finally:
+        torch.set_num_threads(threads)  # train.threads applies to this run only
+        if run is not None:
+            run.model = None  # drop the DDP wrapper (its reducer talks to the group) before leaving it
+        runtime.shutdown_distributed(barrier=ok)
+    return run.run_dir
 
 
 class Run:
@@ -151,18 +167,20 @@ class Run:
     def _build_model(self, resumed, resume: Path | None) -> None:
         from squeezelab.engine import compression
         from squeezelab.models import create_model
-        from squeezelab.weights import load_into
+        from squeezelab.weights import model_from_weights
 
         m, cfg = self.cfg.model, self.cfg
-        model = create_model(m.name, num_classes=m.num_classes, **dict(m.options))
+        if resumed is None and m.weights is not None:  # (options: the config's, resolved over the file's)
+            model = model_from_weights(self.init_weights, name=m.name, options=dict(m.options),
+                                       num_classes=m.num_classes)
+        else:
+            model = create_model(m.name, num_classes=m.num_classes, **dict(m.options))
         if resumed is not None:
             try:
                 model.load_state_dict(resumed.model_state)  # plain weights; codebooks come back below
             except RuntimeError as err:  # config.yaml edited by hand: say so in one line, not a key list
                 raise ConfigError(f"--resume {resume}: its last.safetensors does not fit the model its config "
                                   f"describes ({str(err).splitlines()[0].strip()})") from None
-        elif m.weights is not None:
-            load_into(model, self.init_weights)
         model = _sync_bn(model.to(self.device), cfg.train.sync_bn, self.info, self.device)
         total = cfg.train.epochs * self.steps_per_epoch
         state = None if resumed is None else (resumed.meta.get("compression") or {}, resumed.extra)
@@ -179,15 +197,15 @@ class Run:
     def _teacher(self) -> nn.Module | None:
         """distill.teacher's model, frozen, on the run's device and layout."""
         from squeezelab.engine.compression import teacher_path
-        from squeezelab.engine.evaluation import model_for
-        from squeezelab.weights import load_weights
+        from squeezelab.weights import load_weights, model_from_weights
 
         path = teacher_path(self.cfg) if self.cfg.distill.enabled else None
         if path is None:
             return None
         w = load_weights(path)  # a file that names its model builds that; else the run's own model
         options = None if w.model_name else dict(self.cfg.model.options)
-        teacher = model_for(w, self.cfg.model.num_classes, options, w.model_name or self.cfg.model.name)
+        teacher = model_from_weights(w, name=w.model_name or self.cfg.model.name, options=options,
+                                     num_classes=self.cfg.model.num_classes)
         teacher = teacher.to(self.device).eval()
         return teacher.to(memory_format=torch.channels_last) if self.opts.channels_last else teacher
 
@@ -375,14 +393,14 @@ class Run:
     def _score_kept(self, keep: str, split: str) -> dict:
         from squeezelab.data import load_dataset
         from squeezelab.engine.data_io import eval_loader
-        from squeezelab.models import create_model
-        from squeezelab.weights import load_into, load_weights
+        from squeezelab.weights import load_weights, model_from_weights
 
         d, m = self.cfg.data, self.cfg.model
         data = load_dataset(d.dataset, d.data_dir, split, **self.data_args)
         model, best = self.raw_model, self.run_dir / "best.safetensors"
         if keep == "best" and best.exists():  # a plain model: the run's may carry pruning / sharing hooks
-            model = load_into(create_model(m.name, num_classes=m.num_classes, **dict(m.options)), load_weights(best))
+            model = model_from_weights(load_weights(best), name=m.name, options=dict(m.options),
+                                       num_classes=m.num_classes)
             model = model.to(self.device)
             model = model.to(memory_format=torch.channels_last) if self.opts.channels_last else model
         loader = eval_loader(data, d.eval_batch_size or 2 * d.batch_size, self.device, runtime.DistInfo())

@@ -59,7 +59,7 @@ def check_recipe(recipe: CompressRecipe) -> None:
     typo in the last stage must not surface after an hour of the first)."""
     import torch
 
-    from squeezelab.compression import prune, share
+    from squeezelab.compression import methods
     from squeezelab.models import create_model
 
     spec = _source_spec(recipe)
@@ -70,13 +70,8 @@ def check_recipe(recipe: CompressRecipe) -> None:
                                  **{**m["options"], **dict(cfg.model.options)})
         where = f"stage {name}: "
         try:
-            if cfg.prune.enabled and cfg.share.enabled:
-                raise ConfigError("prune and share in one stage: give each its own stage")
-            if cfg.prune.enabled:
-                p = cfg.prune
-                prune.PruneSpec(p.density, p.threshold, p.layers, p.exclude).targets(model)
-            if cfg.share.enabled:
-                share.ShareSpec(cfg.share.bits, cfg.share.layers, cfg.share.exclude, cfg.share.init).targets(model)
+            methods.check_one_per_run(cfg, "stage")
+            methods.check_model(cfg, model)
             if cfg.distill.enabled and (cfg.distill.temperature <= 0 or not 0 <= cfg.distill.alpha <= 1):
                 raise ConfigError("distill: temperature must be > 0 and alpha in [0, 1]")
         except ConfigError as err:
@@ -121,7 +116,9 @@ def _stage_config(cfg: RunConfig, current: str | None, source: str | None, stage
 
 def _run_stage(cfg: RunConfig, stage_dir: Path, select: str, progress: bool) -> Path:
     """Train the stage (or continue it); -> the checkpoint the next stage starts from."""
-    if cfg.train.epochs == 0 and cfg.share.importance == "none" and not cfg.share.correct_bias:  # no data needed
+    from squeezelab.compression import methods
+
+    if cfg.train.epochs == 0 and not any(m.needs_data(s) for m, s in methods.enabled(cfg)):  # no data needed
         return _one_shot_stage(cfg, stage_dir)
     from squeezelab.engine import fit
 
@@ -154,7 +151,7 @@ def _one_shot_stage(cfg: RunConfig, stage_dir: Path) -> Path:
     if cfg.model.weights is None:
         raise ConfigError("a stage with train.epochs 0 needs weights to start from (the recipe's weights)")
     weights = load_weights(cfg.model.weights)
-    model = apply_one_shot(weights, OneShotRecipe(prune=cfg.prune, share=cfg.share))
+    model = apply_one_shot(weights, cfg, seed=cfg.train.seed)  # (a RunConfig has every method's section)
     stage_dir.mkdir(parents=True, exist_ok=True)
     meta = {"model": model.model_spec, "preset": weights.preset, "classes": weights.classes,
             "config": config_to_dict(cfg), "source": weights.source}

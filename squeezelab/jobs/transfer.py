@@ -116,12 +116,9 @@ def make_head(mode: str, in_channels: int, num_classes: int) -> nn.Module:
 
 def build_backbone(weights, pretrained: bool = True):
     """The model the weights describe, loaded (``pretrained``) or freshly initialised (scratch)."""
-    from squeezelab.models import create_model
-    from squeezelab.weights import load_into
+    from squeezelab.weights import model_from_weights
 
-    spec = weights.model_spec
-    model = create_model(spec["name"], num_classes=spec["num_classes"], **spec["options"])
-    return load_into(model, weights) if pretrained else model
+    return model_from_weights(weights, load=pretrained)
 
 
 @torch.no_grad()

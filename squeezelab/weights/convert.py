@@ -19,7 +19,7 @@ import torch
 
 from squeezelab.errors import WeightsError
 from squeezelab.weights import deep_compression, sqz
-from squeezelab.weights.loading import LoadedWeights, load_into, load_weights
+from squeezelab.weights.loading import LoadedWeights, load_weights
 
 OUTPUT_SUFFIXES = (".safetensors", ".sqz", ".net")
 
@@ -48,13 +48,12 @@ def convert_weights(src: str | Path, dst: str | Path, recipe=None) -> LoadedWeig
 
 
 def _model_for(weights: LoadedWeights, what: str) -> torch.nn.Module:
-    from squeezelab.models import create_model
+    from squeezelab.weights.model import model_from_weights
 
     spec = weights.model_spec
     if spec is None or spec["num_classes"] is None:
         raise WeightsError(f"{weights.path}: the file does not say which model it holds, so it cannot {what}")
-    model = create_model(spec["name"], num_classes=spec["num_classes"], **spec["options"])
-    return load_into(model, weights)
+    return model_from_weights(weights)
 
 
 def save_as_checkpoint(dst: Path, weights: LoadedWeights) -> Path:
@@ -84,17 +83,13 @@ def write_sqz_file(dst: Path, weights: LoadedWeights, recipe=None, *, provenance
     return dst
 
 
-def apply_one_shot(weights: LoadedWeights, recipe) -> torch.nn.Module:
-    """The model with the recipe's pruning then weight sharing applied, without retraining."""
-    from squeezelab.compression import prune, share
+def apply_one_shot(weights: LoadedWeights, recipe, seed: int = 0) -> torch.nn.Module:
+    """The model with every compression method the recipe enables applied in registry order (pruning
+    before quantisation), without retraining."""
+    from squeezelab.compression import methods
 
-    model = _model_for(weights, "be pruned or weight-shared")
-    p, s = recipe.prune, recipe.share
-    if p.enabled:
-        prune.prune_(model, prune.PruneSpec(p.density, p.threshold, p.layers, p.exclude))
-    if s.enabled:
-        share.share_(model, share.ShareSpec(s.bits, s.layers, s.exclude, s.init))
-    return model
+    model = _model_for(weights, "be pruned or quantised")
+    return methods.apply_one_shot(recipe, model, methods.Context(seed=seed))
 
 
 def sqz_header(weights: LoadedWeights, provenance: dict) -> dict:

@@ -1,0 +1,141 @@
+"""Entropy-constrained scalar quantisation (the ``ecq`` section): a layer's codebook chosen for its
+coded size as well as its error.
+
+k-means (``share``) minimises the squared error for a fixed number of codes, but a .sqz file entropy
+codes the codes, so what a code costs is -log2 of its frequency, not log2 K. Entropy-constrained
+quantisation (Chou, Lookabaugh & Gray 1989, "Entropy-constrained vector quantization", in one
+dimension; used for networks by Wiedemann et al. 2019 and in NNCodec's lineage) minimises
+D + lambda R instead: each weight goes to the code with the least
+
+    (w - c_j)^2 + rate_weight * var(layer) * (-log2 p_j)
+
+(``var`` makes rate_weight free of the layer's scale: it is the normalised error one bit is worth), and
+each code's centroid and frequency p_j are then re-estimated, until the assignment stops changing.
+Rare codes get dearer and empty out, frequent ones absorb their neighbours: fewer bits per weight for a
+little more error. rate_weight 0 is k-means. As ``share``, pruned zeros stay exact zeros (code 0), the
+result is ``codebook[codes]`` per layer, and in training the codebooks train (``QuantiserMethod``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from squeezelab.compression.layers import check_patterns, per_layer, weight_layers
+from squeezelab.compression.methods import register
+from squeezelab.compression.share import MAX_BITS, QuantiserMethod, Shared, kmeans_1d
+from squeezelab.errors import ConfigError
+
+CHUNK = 1 << 16  # weights per step of the assignment (a chunk x codes cost matrix)
+
+
+def ecq_1d(values: torch.Tensor, k: int, rate_weight: float, iters: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (centroids float32 ascending, codes int64 like ``values``), at most ``k`` codes, every one used.
+    Starts from k-means (linear init); ``rate_weight`` 0 returns k-means' answer."""
+    if rate_weight < 0 or not math.isfinite(rate_weight):
+        raise ConfigError(f"ecq.rate_weight must be a finite number >= 0, got {rate_weight}")
+    centroids, codes = kmeans_1d(values, k)
+    flat = values.detach().flatten().float()
+    if rate_weight == 0 or centroids.numel() <= 1:
+        return centroids, codes
+    price = rate_weight * float(flat.var())  # squared-error units one bit of rate is worth
+    codes = codes.flatten()
+    for _ in range(iters):
+        counts = torch.bincount(codes, minlength=centroids.numel()).double()
+        bits = -(counts / counts.sum()).log2()
+        new = _assign(flat, centroids, (price * bits).float())
+        used, new = torch.unique(new, return_inverse=True)  # empty codes drop out (their rate is infinite)
+        sums = torch.zeros(used.numel(), dtype=torch.float64).index_add_(0, new, flat.double())
+        centroids = (sums / torch.bincount(new, minlength=used.numel()).double()).float()
+        if used.numel() == counts.numel() and torch.equal(new, codes):
+            break
+        codes = new
+    return centroids, new.view(values.shape)
+
+
+def _assign(flat: torch.Tensor, centroids: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """argmin_j (w - c_j)^2 + bias_j for every w, in chunks (exact; the ties go to the lower code)."""
+    out = torch.empty(flat.numel(), dtype=torch.int64)
+    for i in range(0, flat.numel(), CHUNK):
+        w = flat[i:i + CHUNK, None]
+        out[i:i + CHUNK] = ((w - centroids[None, :]) ** 2 + bias[None, :]).argmin(dim=1)
+    return out
+
+
+def ecq_tensor(weight: torch.Tensor, bits: int, rate_weight: float) -> Shared:
+    """ECQ of the non-zero weights into at most 2^bits codes (one of them the exact zero when some are 0)."""
+    if not 1 <= bits <= MAX_BITS:
+        raise ConfigError(f"ecq.bits must be in [1, {MAX_BITS}], got {bits}")
+    w = weight.detach().float().cpu()
+    nonzero = w != 0
+    zero = bool((~nonzero).any())
+    k = (1 << bits) - (1 if zero else 0)
+    if k < 1:
+        raise ConfigError("1-bit ECQ of a pruned layer leaves no code for its non-zero weights")
+    centroids, cluster = ecq_1d(w[nonzero], k, rate_weight)
+    codes = torch.zeros(w.shape, dtype=torch.int64)
+    codes[nonzero] = cluster + (1 if zero else 0)
+    codebook = torch.cat([centroids.new_zeros(1), centroids]) if zero else centroids
+    return Shared(codebook, codes.to(weight.device), zero)
+
+
+@dataclass(frozen=True)
+class ECQSpec:
+    """Bits (the most codes) and rate weight per layer ({pattern: value, "default": value})."""
+
+    bits: Mapping[str, int] | int = 6
+    rate_weight: Mapping[str, float] | float = 0.0
+    layers: Sequence[str] = ("*",)
+    exclude: Sequence[str] = ()
+    seed: int = 0  # (unused: ECQ is deterministic; kept so every quantiser spec is built alike)
+
+    def targets(self, model: nn.Module) -> dict[str, int]:
+        """{layer: bits}; ``rate_weights`` gives each layer's rate weight."""
+        layers = weight_layers(model, self.layers, self.exclude)
+        check_patterns(self.bits, list(layers), "ecq.bits")
+        check_patterns(self.rate_weight, list(layers), "ecq.rate_weight")
+        out = {}
+        for name in layers:
+            bits = per_layer(self.bits, name, "bits")
+            if bits is None:
+                continue
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
+                raise ConfigError(f"ecq.bits for {name} must be an integer in [1, {MAX_BITS}], got {bits!r}")
+            out[name] = bits
+        return out
+
+    def rate_weights(self, names) -> dict[str, float]:
+        out = {}
+        for name in names:
+            value = per_layer(self.rate_weight, name, "rate_weight")
+            value = 0.0 if value is None else value
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"ecq.rate_weight for {name} must be a number >= 0, got {value!r}")
+            out[name] = float(value)
+        return out
+
+
+class ECQMethod(QuantiserMethod):
+    """The ``ecq`` section: entropy-constrained quantisation (one-shot, or with trained codebooks)."""
+
+    section = "ecq"
+    summary = "entropy-constrained scalar quantisation: codebooks chosen for error + lambda x coded bits"
+
+    def spec(self, e, seed: int = 0) -> ECQSpec:
+        return ECQSpec(e.bits, e.rate_weight, e.layers, e.exclude, seed)
+
+    def check(self, e, model: nn.Module) -> None:
+        spec = self.spec(e)
+        spec.rate_weights(spec.targets(model))
+
+    def shared_layers(self, model: nn.Module, section, spec: ECQSpec, importance) -> dict[str, Shared]:
+        modules, targets = dict(model.named_modules()), spec.targets(model)
+        rates = spec.rate_weights(targets)
+        return {name: ecq_tensor(modules[name].weight, bits, rates[name]) for name, bits in targets.items()}
+
+
+register(ECQMethod())
