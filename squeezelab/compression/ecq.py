@@ -19,7 +19,7 @@ result is ``codebook[codes]`` per layer, and in training the codebooks train (``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 
 from squeezelab.compression.layers import check_patterns, per_layer, weight_layers
 from squeezelab.compression.methods import register
-from squeezelab.compression.share import MAX_BITS, QuantiserMethod, Shared, kmeans_1d
+from squeezelab.compression.share import MAX_BITS, QuantiserMethod, Shared, ShareSpec, kmeans_1d
 from squeezelab.errors import ConfigError
 
 CHUNK = 1 << 16  # weights per step of the assignment (a chunk x codes cost matrix)
@@ -84,31 +84,15 @@ def ecq_tensor(weight: torch.Tensor, bits: int, rate_weight: float) -> Shared:
 
 
 @dataclass(frozen=True)
-class ECQSpec:
-    """Bits (the most codes) and rate weight per layer ({pattern: value, "default": value})."""
+class ECQSpec(ShareSpec):
+    """ShareSpec's bits (the most codes) and layers, plus the rate weight per layer ({pattern: value,
+    "default": value}); ``init`` / ``seed`` are unused (ECQ starts from linear-init k-means)."""
 
-    bits: Mapping[str, int] | int = 6
     rate_weight: Mapping[str, float] | float = 0.0
-    layers: Sequence[str] = ("*",)
-    exclude: Sequence[str] = ()
-    seed: int = 0  # (unused: ECQ is deterministic; kept so every quantiser spec is built alike)
-
-    def targets(self, model: nn.Module) -> dict[str, int]:
-        """{layer: bits}; ``rate_weights`` gives each layer's rate weight."""
-        layers = weight_layers(model, self.layers, self.exclude)
-        check_patterns(self.bits, list(layers), "ecq.bits")
-        check_patterns(self.rate_weight, list(layers), "ecq.rate_weight")
-        out = {}
-        for name in layers:
-            bits = per_layer(self.bits, name, "bits")
-            if bits is None:
-                continue
-            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
-                raise ConfigError(f"ecq.bits for {name} must be an integer in [1, {MAX_BITS}], got {bits!r}")
-            out[name] = bits
-        return out
+    section = "ecq"
 
     def rate_weights(self, names) -> dict[str, float]:
+        check_patterns(self.rate_weight, list(names), "ecq.rate_weight")
         out = {}
         for name in names:
             value = per_layer(self.rate_weight, name, "rate_weight")
@@ -126,11 +110,12 @@ class ECQMethod(QuantiserMethod):
     summary = "entropy-constrained scalar quantisation: codebooks chosen for error + lambda x coded bits"
 
     def spec(self, e, seed: int = 0) -> ECQSpec:
-        return ECQSpec(e.bits, e.rate_weight, e.layers, e.exclude, seed)
+        return ECQSpec(e.bits, e.layers, e.exclude, seed=seed, rate_weight=e.rate_weight)
 
     def check(self, e, model: nn.Module) -> None:
         spec = self.spec(e)
-        spec.rate_weights(spec.targets(model))
+        spec.targets(model)
+        spec.rate_weights(weight_layers(model, spec.layers, spec.exclude))
 
     def shared_layers(self, model: nn.Module, section, spec: ECQSpec, importance) -> dict[str, Shared]:
         modules, targets = dict(model.named_modules()), spec.targets(model)

@@ -153,17 +153,18 @@ class ShareSpec:
     exclude: Sequence[str] = ()
     init: str = "linear"
     seed: int = 0  # for init "random"
+    section = "share"  # (not a field) the config section errors name
 
     def targets(self, model: nn.Module) -> dict[str, int]:
         layers = weight_layers(model, self.layers, self.exclude)
-        check_patterns(self.bits, list(layers), "share.bits")
+        check_patterns(self.bits, list(layers), f"{self.section}.bits")
         out = {}
         for name in layers:
             bits = per_layer(self.bits, name, "bits")
             if bits is None:
                 continue
             if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
-                raise ConfigError(f"share.bits for {name} must be an integer in [1, {MAX_BITS}], got {bits!r}")
+                raise ConfigError(f"{self.section}.bits for {name} must be an integer in [1, {MAX_BITS}], got {bits!r}")
             out[name] = bits
         return out
 
