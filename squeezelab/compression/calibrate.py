@@ -22,6 +22,15 @@ def _calibration(data, images: int, seed: int, device, where: str) -> list[torch
     return [preset.eval(batch[i:i + 32].to(device)) for i in range(0, len(batch), 32)]
 
 
+class _Reached(Exception):
+    """Raised by the hook once the layer being corrected has its input (stops the forward there)."""
+
+
+def _grab(inputs: list, x: torch.Tensor):
+    inputs.append(x)
+    raise _Reached
+
+
 @torch.no_grad()
 def correct_bias_(model: nn.Module, reference: dict[str, torch.Tensor], data, images: int, seed: int,
                   where: str = "share") -> None:
@@ -39,11 +48,14 @@ def correct_bias_(model: nn.Module, reference: dict[str, torch.Tensor], data, im
         if getattr(layer, "bias", None) is None or not isinstance(layer, nn.Conv2d):
             continue
         inputs: list[torch.Tensor] = []
-        handle = layer.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
+        handle = layer.register_forward_pre_hook(lambda m, args: _grab(inputs, args[0]))
         shift = torch.zeros_like(layer.bias)
         for x in batches:
             inputs.clear()
-            model(x)
+            try:
+                model(x)
+            except _Reached:  # the layer's input is all this needs: the rest of the network is not run
+                pass
             diff = nn.functional.conv2d(inputs[0], original - layer.weight, None, layer.stride, layer.padding,
                                         layer.dilation, layer.groups)
             shift += diff.mean(dim=(0, 2, 3)) * len(x)
