@@ -190,3 +190,15 @@ def test_val_split_is_the_carved_val_for_pooled_and_val_fraction():
     assert split() == "test" and split(val_fraction=0.1) == "val"
     assert split(val_fraction=0.1, split_scheme="pooled") == "val"
     assert split(val_fraction=0.1, split_scheme="pooled", val_split="train") == "train"
+
+
+def test_checkpoints_name_the_outputs_or_nothing():
+    # a 200-class dataset trained with 1000 outputs (Tiny ImageNet calibrating the authors' SqueezeNet)
+    # must not store the 200 names as if they were the 1000 outputs' (the 6-bit .sqz once did)
+    from squeezelab.engine.run import output_classes
+
+    tiny, imagenet = [f"n{i:08d}" for i in range(200)], [f"n{i:08d}" for i in range(1000)]
+    assert output_classes(tiny, 200) == tiny
+    assert output_classes(tiny, 1000) is None
+    assert output_classes(tiny, 1000, imagenet) == imagenet
+    assert output_classes(tiny, 1000, tiny) is None

@@ -351,7 +351,8 @@ class Run:
                 "epoch": state.epoch, "step": state.step, "best": state.best, "metrics": row,
                 "state": state.to_meta(), "config": config_to_dict(self.cfg),
                 "grad_scaler": self.opts.scaler.state_dict() if self.opts.scaler is not None else None,
-                "classes": list(self.train_set.classes)}
+                "classes": output_classes(self.train_set.classes, m.num_classes,
+                                          getattr(getattr(self, "init_weights", None), "classes", None))}
         meta["compression"], extra = self.compression.state(self.raw_model)
         ckpt.save_checkpoint(self.run_dir / name, self.raw_model, meta=meta,
                              optimizer=self.optimizer if optimizer else None, extra_tensors=extra)
@@ -407,6 +408,16 @@ class Run:
         r = evaluate(model, loader, self.preset, self.device, amp=self.opts.amp_dtype,
                      channels_last=self.opts.channels_last)
         return {"top1": r["top1"], "top5": r["top5"], "loss": r["loss"], "n": r["n"]}
+
+
+def output_classes(dataset_classes, num_classes: int, weights_classes=None) -> list[str] | None:
+    """The names of a model's outputs, for its checkpoints: the dataset's classes when they are one per
+    output; else those of the weights it started from, when they are (a labelled subset of ImageNet
+    trained with 1000 outputs); else unknown (None), never a list that names other outputs."""
+    for classes in (dataset_classes, weights_classes):
+        if classes is not None and len(classes) == num_classes:
+            return list(classes)
+    return None
 
 
 # Keys a resumed run may change: where things are and how long or fast it runs, not what it trains.
