@@ -304,7 +304,7 @@ SUMMARY = "summary.json"  # written when a run ends; status "finished" runs are 
 def run_id(cfg: RunConfig, now: _dt.datetime | None = None) -> str:
     """``20260122-153012-squeezenet1_1-cifar10-a1b2c3``: readable, sortable, and tied to the config."""
     now = now or _dt.datetime.now()
-    slug = lambda s: re.sub(r"[^A-Za-z0-9_.]+", "-", s).strip("-")  # noqa: E731
+    slug = lambda s: re.sub(r"[^A-Za-z0-9_.]+", "-", s).strip("-")
     return f"{now:%Y%m%d-%H%M%S}-{slug(cfg.model.name)}-{slug(cfg.data.dataset)}-{config_hash(cfg)}"
 
 
@@ -415,10 +415,10 @@ def environment_record(device: torch.device, info: DistInfo, resolved: dict | No
 MAX_READ = 1 << 30  # no input squeezelab reads whole (an image, a class list, a recipe) is near a GiB
 
 
-def read_regular(path: str | Path, what: str = "file", max_bytes: int = MAX_READ) -> bytes:
-    """The bytes of a regular file. A FIFO or device (/dev/zero, a named pipe) would block or never end,
-    and a file past ``max_bytes`` is not one squeezelab reads whole: each is a one-line DataError naming
-    the path, as an absent or unreadable file is."""
+def check_regular(path: str | Path, what: str = "file"):
+    """``os.stat`` of a regular file; absent, unreadable, a pipe, device or folder: a one-line DataError."""
+    import stat as _stat
+
     path = Path(path)
     try:
         st = path.stat()
@@ -426,10 +426,17 @@ def read_regular(path: str | Path, what: str = "file", max_bytes: int = MAX_READ
         raise DataError(f"{what} not found: {path}") from None
     except OSError as err:
         raise DataError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
-    import stat as _stat
-
     if not _stat.S_ISREG(st.st_mode):
         raise DataError(f"{path}: not a regular file (a pipe, device or folder cannot be read as the {what})")
+    return st
+
+
+def read_regular(path: str | Path, what: str = "file", max_bytes: int = MAX_READ) -> bytes:
+    """The bytes of a regular file. A FIFO or device (/dev/zero, a named pipe) would block or never end,
+    and a file past ``max_bytes`` is not one squeezelab reads whole: each is a one-line DataError naming
+    the path, as an absent or unreadable file is."""
+    path = Path(path)
+    st = check_regular(path, what)
     if st.st_size > max_bytes:
         raise DataError(f"{path}: {st.st_size:,} bytes is larger than any {what} squeezelab reads "
                         f"({max_bytes:,} at most)")

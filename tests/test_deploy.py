@@ -13,6 +13,8 @@ import torch
 from squeezelab.cli import main
 from squeezelab.config import load_config
 from squeezelab.deploy import export
+from squeezelab.deploy.backends import ort
+from squeezelab.deploy.graph import fold_batchnorm
 from squeezelab.engine import fit
 from squeezelab.models import create_model
 from squeezelab.weights import save_checkpoint
@@ -50,15 +52,15 @@ def test_export_matches_torch_for_every_model(tmp_path, name, options, size):
 
     preset = "digits" if size == 32 else "tinyimagenet64"
     weights = _checkpoint(tmp_path, name, options, preset)
-    e = export.export_onnx(weights, tmp_path / "m.onnx")
-    assert e.max_abs_diff < 1e-3 and e.input_size == get_preset(preset).input_size
-    meta = export.onnx_metadata(e.path)
+    e = export.export(weights, tmp_path / "m.onnx")
+    assert e.max_abs_diff < 1e-3 and e.agreement == 1.0 and e.input_size == get_preset(preset).input_size
+    meta = ort.onnx_metadata(e.path)
     assert meta["model"]["name"] == name and meta["preset"]["name"] == preset and len(meta["classes"]) == 10
-    sess = export.session(e.path)
+    sess = ort.session(e.path)
     assert sess.get_inputs()[0].shape[0] == "batch"  # dynamic batch
     for n in (1, 5):
         x = np.random.default_rng(n).standard_normal((n, 3, size, size)).astype(np.float32)
-        assert export.run_onnx(e.path, x, sess=sess).shape == (n, 10)
+        assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == (n, 10)
 
 
 def test_batchnorm_folding_keeps_the_outputs():
@@ -70,7 +72,7 @@ def test_batchnorm_folding_keeps_the_outputs():
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         before = net(x)
-        assert export.fold_batchnorm(net) == 25  # conv1 + 8 Fires x 3 (conv10 has no BN here)
+        assert fold_batchnorm(net) == 25  # conv1 + 8 Fires x 3 (conv10 has no BN here)
         torch.testing.assert_close(net(x), before, atol=1e-4, rtol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
 
@@ -96,17 +98,19 @@ def test_int8_on_digits_is_within_half_a_point_and_about_4x_smaller(tmp_path, di
     check = r["check"]
     assert check["onnx-fp32"]["top1"] == pytest.approx(check["torch"]["top1"], abs=1 / 360)
     assert abs(check["onnx-int8"]["top1"] - check["onnx-fp32"]["top1"]) <= 0.005 + 1e-9
-    assert 3.0 < r["bytes"] / r["int8"]["bytes"] < 4.5
-    assert export.onnx_metadata(out.with_suffix(".int8.onnx"))["preset"]["name"] == "digits"
+    fp32, int8 = r["files"]
+    assert (fp32["precision"], int8["precision"]) == ("fp32", "int8") and int8["path"].endswith(".int8.onnx")
+    assert 3.0 < fp32["bytes"] / int8["bytes"] < 4.5
+    assert ort.onnx_metadata(out.with_suffix(".int8.onnx"))["preset"]["name"] == "digits"
 
 
 def test_bench_infer_measures_every_engine(digits_run, tmp_path, capsys):
     assert main(["bench", "infer", "--weights", str(digits_run), "--threads", "1", "--rounds", "1", "--iters", "2",
                  "--batch", "4", "--engines", "torch-nchw", "torch-channels-last", "ort-fp32", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert [e["engine"] for e in r["engines"]] == ["torch-nchw", "torch-channels-last", "ort-fp32"]
+    assert [e["engine"] for e in r["engines"]] == ["torch-nchw", "torch-channels-last", "onnxruntime-fp32"]
     assert all(e["latency_ms"]["median"] > 0 and e["throughput"] > 0 for e in r["engines"])
-    assert r["ratios"]["1"]["ort-fp32_vs_torch_nchw"] > 0
+    assert r["ratios"]["1"]["onnxruntime-fp32_vs_torch_nchw"] > 0
 
 
 def _bad_images(folder):
@@ -150,7 +154,7 @@ def test_predict_through_onnx_matches_torch(tmp_path, digits_run, capsys):
     from PIL import Image
 
     onnx = tmp_path / "d.onnx"
-    export.export_onnx(str(digits_run), onnx)
+    export.export(str(digits_run), onnx)
     img = tmp_path / "digit.png"
     Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).convert("RGB").save(img)
     assert main(["predict", "--weights", str(digits_run), str(img), "--json"]) == 0
@@ -165,7 +169,7 @@ def test_deploy_mistakes_are_one_line(tmp_path, digits_run, capsys):
     cli_one_line_error(capsys, ["export", "--weights", str(digits_run), "-o", str(tmp_path / "x.onnx"), "--int8"],
                        "--calib-dataset")
     cli_one_line_error(capsys, ["predict", str(tmp_path / "nope.png"), "--weights", str(digits_run)], "not found")
-    cli_one_line_error(capsys, ["predict", str(tmp_path)], "--weights or --onnx")
+    cli_one_line_error(capsys, ["predict", str(tmp_path)], "--weights or --file")
     cli_one_line_error(capsys, ["bench", "infer", "--weights", str(digits_run), "--threads", "0"], "--threads")
 
 

@@ -1,5 +1,5 @@
 """``squeezelab models`` (every registered model with its size and FLOPs) and ``squeezelab info MODEL``
-(a per-layer table in the shape of paper Table 1, with totals).
+(a per-layer table in the shape of paper Table 1, with totals; ``--memory``: what a device needs to run it).
 
 Models are built on the ``meta`` device: complexity is measured from the real modules and a real
 forward pass, but no memory is allocated and no weights are initialised, so both commands take
@@ -32,6 +32,9 @@ def register(subparsers) -> None:
                    help="a model option, e.g. --set sr=0.5 --set bypass=simple (repeatable)")
     p.add_argument("--num-classes", type=argtypes.COUNT, default=1000, help="classifier outputs (default 1000)")
     p.add_argument("--input-size", type=argtypes.COUNT, default=None, help="input side in px (default: the model's)")
+    p.add_argument("--memory", action="store_true",
+                   help="also what a device needs: weight bytes, peak activations and a static runtime's arena "
+                        "(int8 and fp32, batch 1), and whether it fits a 512 KB SRAM / 2 MB flash microcontroller")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run_info)
 
@@ -84,6 +87,8 @@ def run_info(args) -> int:
     from squeezelab.config import parse_set_args
 
     info = _measure(args.model, args.num_classes, parse_set_args(args.set), args.input_size, layers=True)
+    if args.memory:
+        info["memory"] = _memory(args.model, args.num_classes, parse_set_args(args.set), info["input_size"])
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -97,7 +102,32 @@ def run_info(args) -> int:
     print(f"total: {info['params']:,} parameters, {info['size_bytes']:,} bytes fp32, "
           f"{info['flops'] / 1e6:,.1f} MFLOPs ({info['macs'] / 1e6:,.1f} M multiply-adds) "
           f"at {info['input_size']}x{info['input_size']} px, {info['num_classes']} classes")
+    for m in info.get("memory", []):
+        print(f"{m['dtype']}: weights {m['weights_bytes']:,} B, peak activations {m['peak_bytes']:,} B "
+              f"({m['largest']}), arena {m['arena_bytes']:,} B; fits {MCU[0] // 1024} KB SRAM + "
+              f"{MCU[1] // 2**20} MB flash: {'yes' if m['fits_mcu'] else 'no'}")
     return 0
+
+
+MCU = (512 * 1024, 2 * 2**20)  # SRAM, flash of the microcontroller the table asks about (bytes)
+
+
+def _memory(name: str, num_classes: int, options: dict, size: int) -> list[dict]:
+    """Batch-1 memory a device needs, int8 and fp32 (squeezelab.deploy.memory)."""
+    import dataclasses
+
+    import torch
+
+    from squeezelab.deploy import memory
+    from squeezelab.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, **options)
+    rows = []
+    for dtype in ("int8", "fp32"):
+        m = memory.measure(model, size, dtype)
+        rows.append(dataclasses.asdict(m) | {"fits_mcu": m.fits(*MCU)})
+    return rows
 
 
 def _cell(key: str, value) -> str:

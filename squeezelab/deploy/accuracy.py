@@ -1,44 +1,31 @@
-"""Top-1 / top-5 (and the top-1 predictions) of an ONNX file or of torch weights on a dataset split,
-preprocessed as the file's metadata / the weights say, batch by batch over the same images."""
+"""Top-1 / top-5 (and the top-1 predictions) of an exported file (any backend) or of torch weights on a
+dataset split, preprocessed as the file's metadata / the weights say, batch by batch over the same images."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from squeezelab.errors import WeightsError
 
-
-def onnx_accuracy(path, dataset: str, data_dir: str | None, split: str | None = None, *, sess=None,
+def file_accuracy(path, dataset: str, data_dir: str | None, split: str | None = None, *, loaded=None,
                   batch: int = 64) -> dict:
-    """-> {"top1", "top5", "n", "correct", "predictions"} (predictions: top-1 class per image)."""
-    from squeezelab.deploy.export import onnx_metadata, session
+    """-> {"top1", "top5", "n", "correct", "predictions"} (predictions: top-1 class per image) of an
+    exported file in its runtime (or ``loaded``), preprocessed as its metadata says."""
+    from squeezelab.deploy.backends import check_metadata, load_file
 
-    from squeezelab.data import get_preset
-    from squeezelab.deploy.export import check_onnx_input
-
-    sess = sess or session(path)
-    meta = onnx_metadata(path)
-    if "preset" not in meta:
-        raise WeightsError(f"{path} was not exported by squeezelab (no preset in its metadata)")
-    preset = meta["preset"]["name"]
-    check_onnx_input(sess, path, get_preset(preset).input_size, (1, batch))
-    name = sess.get_inputs()[0].name
-    return _score(lambda x: sess.run(None, {name: x.numpy()})[0], preset, dataset, data_dir, split, batch)
+    loaded = loaded or load_file(path)
+    preset = check_metadata(path, loaded.meta)["preset"]["name"]
+    return _score(loaded.run, preset, dataset, data_dir, split, batch)
 
 
 def torch_accuracy(weights: str, dataset: str, data_dir: str | None, split: str | None = None, *,
                    model: str | None = None, batch: int = 64) -> dict:
     """The same for torch (fp32, eval mode) with any ``--weights``."""
-    from squeezelab.deploy.export import load_model
+    from squeezelab.deploy.backends.torch_eager import runner
+    from squeezelab.deploy.graph import load_model
 
     net, _, preset = load_model(weights, model)
-
-    def run(x):
-        with torch.inference_mode():
-            return net(x).float().numpy()
-
-    return _score(run, preset, dataset, data_dir, split, batch)
+    return _score(runner(net), preset, dataset, data_dir, split, batch)
 
 
 def _score(run, preset_name: str, dataset: str, data_dir, split, batch: int) -> dict:
@@ -49,7 +36,7 @@ def _score(run, preset_name: str, dataset: str, data_dir, split, batch: int) -> 
     top1 = top5 = 0
     preds = []
     for i in range(0, len(data), batch):
-        logits = run(preset.eval(data.images[i:i + batch]))
+        logits = run(preset.eval(data.images[i:i + batch]).numpy())
         if i == 0:
             _check_classes(logits.shape[-1], data)
         y = data.labels[i:i + batch].numpy()

@@ -1,24 +1,30 @@
-"""``squeezelab bench infer``: the same weights in every CPU inference engine, side by side.
+"""``squeezelab bench infer``: the same weights in every installed inference engine, side by side.
 
-Engines: torch eager (NCHW and channels_last), torch.compile, ONNX Runtime fp32 and int8; each with
-1 and 2 (or the given) threads. Batch-1 latency: median and p90 of single calls after a warm-up;
+Engines: torch eager (NCHW, channels_last) and torch.compile, then ``<backend>-<precision>`` for every
+registered backend (ONNX Runtime, OpenVINO, LiteRT, ExecuTorch: fp32, int8, OpenVINO's bf16 hint),
+each file exported from the weights into a temp folder (or given with ``--file``); each engine with 1
+and 2 (or the given) threads. Batch-1 latency: median and p90 of single calls after a warm-up;
 batch-32 throughput: images/s. This machine's timings swing 2-3x between seconds, so the engines are
 measured in alternating rounds (every engine once per round, rounds repeated), each number pooled over
-its rounds, and the ratios come from the same rounds.
+its rounds, and the ratios come from the same rounds. An engine that cannot run here (package missing,
+no calibration images for int8, a format that cannot take the model) is listed with its reason.
 """
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from squeezelab.errors import ConfigError
+from squeezelab.errors import ConfigError, SqueezelabError
 
-ENGINES = ("torch-nchw", "torch-channels-last", "torch-compile", "ort-fp32", "ort-int8")
+TORCH_ENGINES = ("torch-nchw", "torch-channels-last", "torch-compile")
+ALIASES = {"ort-fp32": "onnxruntime-fp32", "ort-int8": "onnxruntime-int8"}  # the names of earlier releases
 
 
 @dataclass
@@ -26,100 +32,138 @@ class Engine:
     name: str
     threads: int
     run: Callable[[np.ndarray], object]
-    setup: Callable[[], None]  # before each of its timed blocks: set torch's thread count
 
 
-def _torch_engine(net, channels_last: bool, compiled: bool, threads: int) -> Callable:
-    model = net.to(memory_format=torch.channels_last) if channels_last else net
-    if compiled:
-        model = torch.compile(model)
+def engine_names() -> list[str]:
+    from squeezelab.deploy import backends
 
-    @torch.inference_mode()
-    def run(x: np.ndarray):
-        t = torch.from_numpy(x)
-        return model(t.contiguous(memory_format=torch.channels_last) if channels_last else t)
-
-    return run
+    return list(TORCH_ENGINES) + [f"{b.name}-{p}" for b in backends.backends().values() if b.format
+                                  for p in b.precisions]
 
 
-def _ort_engine(path, threads: int) -> Callable:
-    from squeezelab.deploy.export import session
+def _split(name: str):
+    from squeezelab.deploy import backends
 
-    sess = session(path, threads)
-    name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})
-
-
-def build_engines(net, onnx_fp32, onnx_int8, threads: list[int], engines: list[str]) -> list[Engine]:
-    import copy
-
-    out = []
-    for n in threads:
-        setup = (lambda n=n: torch.set_num_threads(n))
-        for name in engines:
-            if name == "ort-fp32" and onnx_fp32 is not None:
-                out.append(Engine(name, n, _ort_engine(onnx_fp32, n), setup))
-            elif name == "ort-int8" and onnx_int8 is not None:
-                out.append(Engine(name, n, _ort_engine(onnx_int8, n), setup))
-            elif name.startswith("torch"):
-                out.append(Engine(name, n, _torch_engine(copy.deepcopy(net), name != "torch-nchw",
-                                                         name == "torch-compile", n), setup))
-    return out
+    backend, _, precision = name.rpartition("-")
+    return backends.get(backend), precision
 
 
-def bench_infer(net, input_size: int, *, onnx_fp32=None, onnx_int8=None, threads=(1, 2), engines=ENGINES,
-                rounds: int = 5, iters: int = 20, warmup: int = 5, batch: int = 32, throughput_iters: int = 3) -> dict:
-    """-> {"engines": [{name, threads, latency_ms: {median, p90}, throughput}], "ratios": ...}."""
+class Files:
+    """The exported file of each (format, precision), made once per bench in ``tmp``."""
+
+    def __init__(self, weights: str, tmp: Path, calibration, given: dict[str, str]):
+        self.weights, self.tmp, self.calibration, self.given, self.made = weights, tmp, calibration, given, {}
+
+    def path(self, backend, precision: str) -> Path:
+        from squeezelab.deploy.export import export
+
+        name = f"{backend.name}-{precision}"
+        if name in self.given:
+            return Path(self.given[name])
+        stored = "fp32" if precision == "bf16" else precision  # bf16 is a runtime hint on the fp32 file
+        if precision in backend.needs_calibration and self.calibration is None:
+            raise ConfigError(f"{precision} needs calibration images (--calib-dataset) or --file")
+        key = (backend.format, stored)
+        if key not in self.made:
+            out = self.tmp / f"{backend.format}-{stored}{backend.suffixes[0]}"
+            self.made[key] = export(self.weights, out, backend.format, stored, calibration=self.calibration).path
+        return self.made[key]
+
+
+def build_engines(weights: str, names: list[str], threads: list[int], files: Files) -> tuple[list[Engine], dict]:
+    """-> (engines ready to time, {engine: why it cannot run here})."""
+    from squeezelab.deploy.backends.torch_eager import runner
+    from squeezelab.deploy.graph import load_model
+
+    net = load_model(weights)[0]
+    out, skipped = [], {}
+    for name in names:
+        for n in threads:
+            if name in TORCH_ENGINES:
+                out.append(Engine(name, n, runner(copy.deepcopy(net), name.removeprefix("torch-"))))
+                continue
+            backend, precision = _split(name)
+            reason = backend.available()
+            try:
+                if reason is None:
+                    out.append(Engine(name, n, backend.load(files.path(backend, precision), threads=n,
+                                                            precision=precision).run))
+            except SqueezelabError as err:  # this engine only: the others are still measured
+                reason = str(err)
+            if reason:
+                skipped[name] = reason
+                break
+    return out, skipped
+
+
+def bench_infer(weights: str, input_size: int, *, engines=None, threads=(1, 2), files: dict[str, str] | None = None,
+                calibration: np.ndarray | None = None, rounds: int = 5, iters: int = 20, warmup: int = 5,
+                batch: int = 32, throughput_iters: int = 3) -> dict:
+    """-> {"engines": [{engine, threads, latency_ms: {median, p90}, throughput}], "ratios", "skipped"}."""
+    import tempfile
+
     if rounds < 1 or iters < 1 or warmup < 0 or batch < 1 or throughput_iters < 1:
         raise ConfigError("bench infer: rounds, iters, batch and throughput iterations must be >= 1")
-    unknown = [e for e in engines if e not in ENGINES]
+    known = engine_names()
+    names = [ALIASES.get(e, e) for e in (engines or known)]
+    unknown = [e for e in names if e not in known]
     if unknown:
-        raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(ENGINES)}")
-    caller_threads = torch.get_num_threads()
-    from squeezelab.deploy.export import check_onnx_input, session
-
-    for path in (p for p in (onnx_fp32, onnx_int8) if p is not None):  # one line, before any timing
-        check_onnx_input(session(path), path, input_size, (1, batch))
+        raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(known)}")
     x1 = np.random.default_rng(0).standard_normal((1, 3, input_size, input_size)).astype(np.float32)
     xb = np.random.default_rng(1).standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
-    todo = build_engines(net.eval(), onnx_fp32, onnx_int8, list(threads), list(engines))
-    lat = {id(e): [] for e in todo}
-    thr = {id(e): [] for e in todo}
+    caller_threads = torch.get_num_threads()
     try:
-        for e in todo:  # warm-up (compile happens here)
-            e.setup()
-            for _ in range(max(1, warmup)):
-                e.run(x1)
-            e.run(xb)
-        for _ in range(rounds):
-            for e in todo:
-                e.setup()
-                for _ in range(iters):
-                    t = time.perf_counter()
-                    e.run(x1)
-                    lat[id(e)].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                for _ in range(throughput_iters):
-                    e.run(xb)
-                thr[id(e)].append(throughput_iters * batch / (time.perf_counter() - t))
+        with tempfile.TemporaryDirectory() as tmp:
+            todo, skipped = build_engines(weights, names, list(threads), Files(weights, Path(tmp), calibration,
+                                                                                files or {}))
+            lat, thr = _time(todo, x1, xb, rounds, iters, warmup, throughput_iters)
     finally:
         torch.set_num_threads(caller_threads)
     rows = [{"engine": e.name, "threads": e.threads,
-             "latency_ms": {"median": 1e3 * float(np.median(lat[id(e)])), "p90": 1e3 * float(np.percentile(lat[id(e)], 90))},
-             "throughput": float(np.median(thr[id(e)])), "rounds": rounds, "iters": iters} for e in todo]
-    return {"engines": rows, "input_size": input_size, "batch": batch, "ratios": _ratios(rows)}
+             "latency_ms": {"median": 1e3 * float(np.median(lat[i])), "p90": 1e3 * float(np.percentile(lat[i], 90))},
+             "throughput": float(np.median(thr[i])), "rounds": rounds, "iters": iters} for i, e in enumerate(todo)]
+    return {"engines": rows, "input_size": input_size, "batch": batch, "ratios": _ratios(rows), "skipped": skipped}
+
+
+def _time(todo: list[Engine], x1, xb, rounds: int, iters: int, warmup: int, throughput_iters: int):
+    lat = [[] for _ in todo]
+    thr = [[] for _ in todo]
+    for e in todo:  # warm-up (compilation happens here)
+        torch.set_num_threads(e.threads)
+        for _ in range(max(1, warmup)):
+            e.run(x1)
+        e.run(xb)
+    for _ in range(rounds):
+        for i, e in enumerate(todo):
+            torch.set_num_threads(e.threads)  # torch's own engines; the others were given theirs at load
+            for _ in range(iters):
+                t = time.perf_counter()
+                e.run(x1)
+                lat[i].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for _ in range(throughput_iters):
+                e.run(xb)
+            thr[i].append(throughput_iters * len(xb) / (time.perf_counter() - t))
+    return lat, thr
 
 
 def _ratios(rows: list[dict]) -> dict:
-    """Median batch-1 latency of torch eager NCHW / of each engine, and int8 vs fp32, per thread count."""
+    """Median batch-1 latency of torch eager NCHW / of each engine, and int8 vs fp32 of each backend, per
+    thread count."""
     out = {}
     for n in sorted({r["threads"] for r in rows}):
         by = {r["engine"]: r["latency_ms"]["median"] for r in rows if r["threads"] == n}
         base = by.get("torch-nchw")
         out[str(n)] = {f"{k}_vs_torch_nchw": base / v for k, v in by.items() if base and k != "torch-nchw"}
-        if "ort-fp32" in by and "ort-int8" in by:
-            out[str(n)]["int8_vs_fp32"] = by["ort-fp32"] / by["ort-int8"]
+        for k, v in by.items():
+            if k.endswith("-int8") and k.replace("-int8", "-fp32") in by:
+                out[str(n)][f"{k.removesuffix('-int8')}_int8_vs_fp32"] = by[k.replace("-int8", "-fp32")] / v
     return out
+
+
+def fastest(result: dict) -> dict | None:
+    """The engine with the lowest batch-1 median latency (any thread count)."""
+    return min(result["engines"], key=lambda r: r["latency_ms"]["median"], default=None)
 
 
 def format_table(result: dict) -> str:
@@ -130,7 +174,14 @@ def format_table(result: dict) -> str:
                      f"{r['latency_ms']['p90']:>9.2f} {r['throughput']:>10.0f}")
     for n, ratios in result["ratios"].items():
         parts = ", ".join(f"{k.replace('_vs_torch_nchw', '')} {v:.1f}x" for k, v in ratios.items()
-                          if k != "int8_vs_fp32")
-        extra = f"; ORT int8 vs fp32 {ratios['int8_vs_fp32']:.2f}x" if "int8_vs_fp32" in ratios else ""
-        lines.append(f"{n} thread(s), batch-1 speed-up over torch eager NCHW: {parts}{extra}")
+                          if k.endswith("_vs_torch_nchw"))
+        int8 = "; ".join(f"{k.removesuffix('_int8_vs_fp32')} int8 vs fp32 {v:.2f}x" for k, v in ratios.items()
+                         if k.endswith("_int8_vs_fp32"))
+        lines.append(f"{n} thread(s), batch-1 speed-up over torch eager NCHW: {parts}" + (f"; {int8}" if int8 else ""))
+    best = fastest(result)
+    if best:
+        lines.append(f"fastest here: {best['engine']} with {best['threads']} thread(s), "
+                     f"{best['latency_ms']['median']:.2f} ms per image")
+    for name, why in result.get("skipped", {}).items():
+        lines.append(f"not measured: {name}: {why}")
     return "\n".join(lines)

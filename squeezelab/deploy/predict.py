@@ -1,7 +1,7 @@
 """``squeezelab predict``: top-k classes of image files, with the weights' own preprocessing.
 
-Through torch (any ``--weights``) or an exported ONNX file (``--onnx``, whose metadata carries the
-preset and class names). Each image is decoded on its own: a file that cannot be read (corrupt, not an
+Through torch (any ``--weights``) or any exported file (``--file``: ONNX, OpenVINO, LiteRT, ExecuTorch;
+its metadata carries the preset and class names), in its own runtime. Each image is decoded on its own: a file that cannot be read (corrupt, not an
 image, an odd mode, larger than ``MAX_PIXELS``) gets one line on stderr and the others are still
 predicted.
 """
@@ -49,7 +49,6 @@ def load_image(path: Path) -> torch.Tensor:
     from PIL import Image
 
     from squeezelab.data.decode import decode_bytes, first_line
-
     from squeezelab.runtime import read_regular
 
     data = read_regular(path, "image")
@@ -68,46 +67,26 @@ def load_image(path: Path) -> torch.Tensor:
 
 
 class Predictor:
-    """Weights (torch) or an ONNX file, its preset and class names; ``probabilities(uint8 batch)``."""
+    """Weights (torch) or an exported file in its runtime, its preset and class names;
+    ``top(image, k)``."""
 
-    def __init__(self, weights: str | None = None, onnx: str | None = None, classes: list[str] | None = None):
+    def __init__(self, weights: str | None = None, file: str | None = None, classes: list[str] | None = None,
+                 backend: str | None = None):
         from squeezelab.data import get_preset
+        from squeezelab.deploy.backends import check_metadata, load_file
 
-        if (weights is None) == (onnx is None):
-            raise ConfigError("predict needs --weights or --onnx (one of them)")
-        if weights is not None:
-            from squeezelab.deploy.export import load_model
-
-            self.net, w, preset = load_model(weights)
-            self.run = self._torch
-            names = w.classes
-        else:
-            from squeezelab.deploy.export import onnx_metadata, session
-
-            self.sess = session(onnx)
-            meta = onnx_metadata(onnx)
-            if "preset" not in meta:
-                raise ConfigError(f"{onnx} was not exported by squeezelab (no preset in its metadata)")
-            preset, names = meta["preset"]["name"], meta.get("classes")
-            self.run = self._onnx
-        self.preset = get_preset(preset)
-        if onnx is not None:
-            from squeezelab.deploy.export import check_onnx_input
-
-            check_onnx_input(self.sess, onnx, self.preset.input_size)
-        self.classes = classes or names
-
-    def _torch(self, x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return self.net(x).float().numpy()
-
-    def _onnx(self, x: torch.Tensor) -> np.ndarray:
-        return self.sess.run(None, {self.sess.get_inputs()[0].name: x.numpy()})[0]
+        if (weights is None) == (file is None):
+            raise ConfigError("predict needs --weights or --file (one of them)")
+        self.loaded = load_file(weights or file, backend="torch" if weights else backend)
+        meta = check_metadata(weights or file, self.loaded.meta)
+        self.run = self.loaded.run
+        self.preset = get_preset(meta["preset"]["name"])
+        self.classes = classes or meta.get("classes")
 
     def prepare(self, image: torch.Tensor) -> torch.Tensor:
         """One decoded image -> the network's input [1, 3, S, S] (the preset's eval transform)."""
         policy = self.preset.decode_eval
-        return self.preset.eval(policy.apply(image)[None])
+        return self.preset.eval(policy.apply(image)[None]).numpy()
 
     def top(self, image: torch.Tensor, k: int) -> list[tuple[int, str, float]]:
         logits = self.run(self.prepare(image))[0].astype(np.float64)
@@ -127,7 +106,7 @@ def imagenet_names(classes: list[str] | None, outputs: int) -> list[str] | None:
         classes = None
     if outputs != 1000:
         return classes
-    wnid = lambda c: len(c) == 9 and c[0] == "n" and c[1:].isdigit()  # noqa: E731
+    wnid = lambda c: len(c) == 9 and c[0] == "n" and c[1:].isdigit()
     plain = not classes or (len(classes) == 1000 and all(str(c).isdigit() or wnid(str(c)) for c in classes)
                             and [c for c in classes if wnid(str(c))] == sorted(c for c in classes if wnid(str(c))))
     if not plain:

@@ -46,10 +46,15 @@ class _Reader:
 def quantize_int8(fp32: str | Path, out: str | Path, calibration: np.ndarray) -> Path:
     """fp32 ONNX file -> int8 QDQ ONNX file calibrated (min/max) on ``calibration``."""
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from squeezelab.deploy.export import _save_atomic
+    from squeezelab.deploy.graph import save_atomic
 
     out = Path(out)
     name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
@@ -65,5 +70,5 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: np.ndarray) ->
         model.metadata_props.extend(source.metadata_props)  # preset, classes, ... travel along
         entry = model.metadata_props.add()
         entry.key, entry.value = "squeezelab.quantization", '"int8 QDQ, per-channel weights, min/max calibration"'
-        _save_atomic(onnx.save_model, model, out)
+        save_atomic(onnx.save_model, model, out)
     return out
