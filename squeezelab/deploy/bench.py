@@ -89,6 +89,8 @@ def build_engines(weights: str, names: list[str], threads: list[int], files: Fil
                     out.append(Engine(name, n, backend.load(files.path(backend, precision), threads=n,
                                                             precision=precision).run))
             except SqueezelabError as err:  # this engine only: the others are still measured
+                if name in files.given:  # ... unless the user named the file: theirs to fix
+                    raise
                 reason = str(err)
             if reason:
                 skipped[name] = reason

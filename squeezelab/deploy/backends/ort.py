@@ -89,14 +89,20 @@ class OnnxRuntime(Backend):
         return write_fp32_and_int8(net, example, out, precision, calibration, metadata)
 
     def load(self, path, *, threads=1, precision=None):
+        from squeezelab.data import get_preset
+
         sess = session(path, threads)
         meta = check_metadata(path, onnx_metadata(path, sess))
-        check_onnx_input(sess, path, meta["preset"].get("input_size", 0) or sess.get_inputs()[0].shape[-1])
+        check_onnx_input(sess, path, get_preset(meta["preset"]["name"]).input_size)
         name = sess.get_inputs()[0].name
         quantised = any(n.op_type == "QuantizeLinear" for n in _graph_nodes(path))
+        fixed = isinstance(sess.get_inputs()[0].shape[0], int)  # a file with a fixed batch (of 1): per image
 
         def run(x: np.ndarray) -> np.ndarray:
-            return sess.run(None, {name: np.ascontiguousarray(x, np.float32)})[0]
+            x = np.ascontiguousarray(x, np.float32)
+            if fixed:
+                return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+            return sess.run(None, {name: x})[0]
 
         return Loaded(self.name, "int8" if quantised else "fp32", threads, run, meta)
 
