@@ -121,3 +121,9 @@ def test_a_missing_runtime_is_named_with_its_extra(monkeypatch):
     assert "squeezelab[edge]" in b.available()
     with pytest.raises(Exception, match=r"squeezelab\[edge\]"):
         backends.usable(b)
+
+
+def test_the_cli_offers_exactly_the_registered_formats():
+    from squeezelab.cli.deploy_cmd import FORMATS
+
+    assert set(FORMATS) == set(backends.formats())  # argparse's choices, kept without importing every runtime
