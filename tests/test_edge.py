@@ -27,7 +27,9 @@ def _installed(fmt: str):
     return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
-PARAMS = [pytest.param(f, marks=_installed(f)) for f in FORMATS]
+# ExecuTorch runs in a process of its own here (test_executorch_in_its_own_process): its XNNPACK backend
+# segfaulted a pytest process that had also loaded the other runtimes (results/edge/README.md).
+PARAMS = [pytest.param(f, marks=_installed(f)) for f in FORMATS if f != "pte"]
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +108,7 @@ def test_edge_mistakes_are_one_line(tmp_path, weights, capsys):
                                 "--int8"], "--calib-dataset")
     (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
     (tmp_path / "junk.xml").write_text("<net>")
-    (tmp_path / "junk.pte").write_bytes(b"\0" * 64)
-    for junk in ("junk.tflite", "junk.xml", "junk.pte"):
+    for junk in ("junk.tflite", "junk.xml"):  # (a .pte: ExecuTorch stays out of this process, see PARAMS)
         if backends.for_file(junk).available() is None:
             cli_one_line_error(capsys, ["predict", "--file", str(tmp_path / junk), str(tmp_path)], "cannot")
     cli_one_line_error(capsys, ["predict", "--file", str(tmp_path / "m.tfl"), str(tmp_path)], "no backend runs .tfl")
@@ -127,3 +128,30 @@ def test_the_cli_offers_exactly_the_registered_formats():
     from squeezelab.cli.deploy_cmd import FORMATS
 
     assert set(FORMATS) == set(backends.formats())  # argparse's choices, kept without importing every runtime
+
+
+def test_executorch_in_its_own_process(tmp_path, weights):
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    if backends.get("executorch").available():
+        pytest.skip(backends.get("executorch").available())
+    img = tmp_path / "digit.png"
+    Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).convert("RGB").save(img)
+
+    def cli(*args):
+        done = subprocess.run([sys.executable, "-m", "squeezelab", *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+    out = tmp_path / "m.pte"
+    r = cli("export", "--weights", weights, "--format", "pte", "-o", str(out), "--int8", "--calib-dataset", "digits",
+            "--calib-n", "32", "--json")[0]
+    fp32, int8 = r["files"]
+    assert fp32["max_abs_diff"] < 1e-3 and fp32["agreement"] == 1.0 and fp32["bytes"] / int8["bytes"] > 3
+    assert json.loads((tmp_path / "m.pte.json").read_text())["preset"]["name"] == "digits"
+    a = cli("predict", "--weights", weights, str(img), "--json")[0]
+    b = cli("predict", "--file", str(out), str(img), "--json")[0]
+    assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
