@@ -53,6 +53,7 @@ class Backend:
     extra: str = "deploy"     # the pip extra that installs them
     precisions: tuple = ("fp32",)
     needs_calibration: tuple = ("int8",)  # precisions that calibrate on training images
+    # export: ``example`` is a preprocessed torch batch (its shape is the exported one)
 
     def available(self) -> str | None:
         """None if it can run here, else why not (one line)."""
@@ -65,7 +66,7 @@ class Backend:
                        f"{type(err).__name__}"
         return None
 
-    def export(self, net, example: np.ndarray, out: Path, *, precision: str, calibration: np.ndarray | None,
+    def export(self, net, example, out: Path, *, precision: str, calibration: np.ndarray | None,
                metadata: dict) -> Path:
         raise NotImplementedError
 
@@ -207,6 +208,29 @@ def quiet():
         os.dup2(saved[0], 1), os.dup2(saved[1], 2)
         for fd in (*saved, null):
             os.close(fd)
+
+
+def convert_or_refuse(runtime: str, net, build: Callable[[], object]):
+    """``build()`` (a converter: export, lowering, quantisation) run quietly; whatever it raises for a graph
+    it cannot take becomes one ConfigError line naming the model and the runtime."""
+    try:
+        with quiet():
+            return build()
+    except Exception as err:  # noqa: BLE001 - converters raise many types for unsupported graphs
+        raise ConfigError(f"{net.model_spec['name']} cannot be exported to {runtime}: {one_line(err)}") from None
+
+
+def pt2e_calibrated(net, x, quantizer, calibration: np.ndarray, **convert_kwargs):
+    """PT2E post-training quantisation: ``net`` exported at ``x``'s shape, observed on each calibration
+    image (batch 1, the exported shape), converted to quantize / dequantize pairs for a lowering pass."""
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    module = prepare_pt2e(torch.export.export(net.eval(), (x,)).module(), quantizer)
+    with torch.no_grad():
+        for i in range(len(calibration)):
+            module(torch.from_numpy(calibration[i:i + 1]))
+    return convert_pt2e(module, **convert_kwargs)
 
 
 def one_line(err: BaseException, limit: int = 200) -> str:

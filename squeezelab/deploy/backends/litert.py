@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezelab.deploy.backends import Backend, Loaded, one_line, quiet, read_sidecar, register, write_sidecar
-from squeezelab.errors import ConfigError, WeightsError
+from squeezelab.deploy.backends import (Backend, Loaded, convert_or_refuse, one_line, pt2e_calibrated, quiet,
+                                        read_sidecar, register, write_sidecar)
+from squeezelab.errors import WeightsError
 
 
 class LiteRT(Backend):
@@ -28,11 +29,8 @@ class LiteRT(Backend):
         from squeezelab.runtime import atomic_write_with
 
         x = example[:1]
-        try:
-            with quiet():
-                edge = _int8(net, x, calibration) if precision == "int8" else litert_torch.convert(net.eval(), (x,))
-        except Exception as err:  # noqa: BLE001 - the converter raises many types for unsupported graphs
-            raise ConfigError(f"{net.model_spec['name']} cannot be exported to LiteRT: {one_line(err)}") from None
+        edge = convert_or_refuse("LiteRT", net, lambda: _int8(net, x, calibration) if precision == "int8"
+                                 else litert_torch.convert(net.eval(), (x,)))
         with quiet():
             atomic_write_with(out, lambda tmp: edge.export(tmp))
         write_sidecar(out, metadata | {"precision": precision})
@@ -82,14 +80,9 @@ def _int8(net, x: torch.Tensor, calibration: np.ndarray):
     import litert_torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    module = prepare_pt2e(torch.export.export(net.eval(), (x,)).module(), quantizer)
-    with torch.no_grad():
-        for i in range(len(calibration)):
-            module(torch.from_numpy(calibration[i:i + 1]))
-    module = convert_pt2e(module, fold_quantize=False)
+    module = pt2e_calibrated(net, x, quantizer, calibration, fold_quantize=False)
     return litert_torch.convert(module, (x,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 

@@ -28,7 +28,6 @@ class OpenVINO(Backend):
     packages = ("openvino",)
     extra = "edge"
     precisions = ("fp32", "bf16", "int8")
-    needs_calibration = ("int8",)
 
     def export(self, net, example, out, *, precision, calibration, metadata):
         import openvino as ov

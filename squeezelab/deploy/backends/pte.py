@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezelab.deploy.backends import Backend, Loaded, one_line, quiet, read_sidecar, register, write_sidecar
-from squeezelab.errors import ConfigError, WeightsError
+from squeezelab.deploy.backends import (Backend, Loaded, convert_or_refuse, one_line, pt2e_calibrated, quiet,
+                                        read_sidecar, register, write_sidecar)
+from squeezelab.errors import WeightsError
 
 
 class ExecuTorch(Backend):
@@ -27,13 +28,13 @@ class ExecuTorch(Backend):
         from squeezelab.runtime import atomic_write_bytes
 
         x = example[:1]
-        try:
-            with quiet():
-                module = _quantised(net, x, calibration) if precision == "int8" else net
-                program = to_edge_transform_and_lower(torch.export.export(module, (x,)),
-                                                      partitioner=[XnnpackPartitioner()]).to_executorch()
-        except Exception as err:  # noqa: BLE001 - export and lowering raise many types for unsupported graphs
-            raise ConfigError(f"{net.model_spec['name']} cannot be exported to ExecuTorch: {one_line(err)}") from None
+
+        def lower():
+            module = _quantised(net, x, calibration) if precision == "int8" else net
+            return to_edge_transform_and_lower(torch.export.export(module, (x,)),
+                                               partitioner=[XnnpackPartitioner()]).to_executorch()
+
+        program = convert_or_refuse("ExecuTorch", net, lower)
         atomic_write_bytes(out, program.buffer)
         write_sidecar(out, metadata | {"precision": precision})
         return out
@@ -60,14 +61,9 @@ class ExecuTorch(Backend):
 def _quantised(net, x: torch.Tensor, calibration: np.ndarray):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    module = prepare_pt2e(torch.export.export(net, (x,)).module(), quantizer)
-    with torch.no_grad():
-        for i in range(len(calibration)):
-            module(torch.from_numpy(calibration[i:i + 1]))
-    return convert_pt2e(module)
+    return pt2e_calibrated(net, x, quantizer, calibration)
 
 
 _POOL = {"threads": None}
