@@ -276,6 +276,11 @@ class ShareConfig:
     # shift of its outputs that the shared weights cause, measured on calibration_images training images
     # layer by layer (layers without a bias are left as they are).
     correct_bias: bool = False
+    # Layer-wise output reconstruction on calibration_images training images (compression/calibrate.py):
+    # "codebook" solves each layer's codebook and bias so its outputs match the original network's
+    # (least squares, codes fixed; subsumes correct_bias); "gptq" first re-rounds the weights onto the
+    # codebook as GPTQ does (output error, not weight error), then solves the codebook. "none": off.
+    reconstruct: Literal["none", "codebook", "gptq"] = "none"
     calibration_images: int = bound(256, ge=1)
 
     @property
@@ -293,6 +298,7 @@ class ECQConfig:
     layers: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     correct_bias: bool = False  # as share.correct_bias (Nagel et al. 2019), on calibration_images training images
+    reconstruct: Literal["none", "codebook", "gptq"] = "none"  # as share.reconstruct
     calibration_images: int = bound(256, ge=1)
 
     @property

@@ -17,6 +17,7 @@ surviving weights, then fine-tuning of the centroids.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -263,7 +264,8 @@ class QuantiserMethod(Method):
     (Fisher importance, bias correction) and training come from here."""
 
     def needs_data(self, section) -> bool:
-        return getattr(section, "importance", "none") == "fisher" or bool(getattr(section, "correct_bias", False))
+        return (getattr(section, "importance", "none") == "fisher" or bool(getattr(section, "correct_bias", False))
+                or getattr(section, "reconstruct", "none") != "none")
 
     def shared_layers(self, model: nn.Module, section, spec, importance) -> dict[str, Shared]:
         raise NotImplementedError
@@ -273,15 +275,25 @@ class QuantiserMethod(Method):
 
         spec = self.spec(section, ctx.seed)
         targets = list(spec.targets(model))
-        importance = reference = None
+        reconstruct = getattr(section, "reconstruct", "none")
+        if reconstruct != "none" and getattr(section, "correct_bias", False):
+            raise ConfigError(f"{self.section}.correct_bias and {self.section}.reconstruct: reconstruct already "
+                              f"solves the biases; set one of them")
+        importance = reference = original = None
         if shared is None and getattr(section, "importance", "none") == "fisher":
             importance = calibrate.fisher_diagonal(model, ctx.data, section.calibration_images, ctx.seed, targets,
                                                    self.section)
         if shared is None and getattr(section, "correct_bias", False):
             modules = dict(model.named_modules())
             reference = {n: modules[n].weight.detach().clone() for n in targets}
+        if shared is None and reconstruct != "none":
+            original = copy.deepcopy(model)  # the outputs each quantised layer is solved to match
         if shared is None:
             shared = self.shared_layers(model, section, spec, importance)
+        if original is not None:
+            share_(model, spec, shared=shared)
+            shared = calibrate.reconstruct_(model, original, shared, ctx.data, section.calibration_images, ctx.seed,
+                                            self.section, codes=reconstruct == "gptq")
         share_(model, spec, trainable=trainable, shared=shared)
         if reference is not None:
             calibrate.correct_bias_(model, reference, ctx.data, section.calibration_images, ctx.seed, self.section)
@@ -299,7 +311,8 @@ class ShareMethod(QuantiserMethod):
     """The ``share`` section: k-means weight sharing with trained centroids (Deep Compression section 3)."""
 
     section = "share"
-    summary = "k-means weight sharing, trained centroids (Han et al. 2016); Fisher-weighted; bias correction"
+    summary = ("k-means weight sharing, trained centroids (Han et al. 2016); Fisher-weighted; bias correction; "
+               "layer-wise reconstruction (GPTQ rounding + least-squares codebooks)")
 
     def spec(self, s, seed: int = 0) -> ShareSpec:
         return ShareSpec(s.bits, s.layers, s.exclude, s.init, seed)
