@@ -12,8 +12,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezelab.deploy.backends import (Backend, Loaded, convert_or_refuse, one_line, pt2e_calibrated, quiet,
-                                        read_sidecar, register, write_sidecar)
+from squeezelab.deploy.backends import (
+    Backend,
+    Loaded,
+    convert_or_refuse,
+    one_line,
+    pt2e_calibrated,
+    quiet,
+    read_sidecar,
+    register,
+    write_sidecar,
+)
 from squeezelab.errors import WeightsError
 
 
@@ -78,7 +87,10 @@ def _from_output(y: np.ndarray, detail: dict) -> np.ndarray:
 def _int8(net, x: torch.Tensor, calibration: np.ndarray):
     """PT2E int8 (litert-torch's quantizer), converted with int8 input and output tensors."""
     import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import (
+        PT2EQuantizer,
+        get_symmetric_quantization_config,
+    )
     from litert_torch.quantize.quant_config import QuantConfig
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))

@@ -10,8 +10,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezelab.deploy.backends import (Backend, Loaded, convert_or_refuse, one_line, pt2e_calibrated, quiet,
-                                        read_sidecar, register, write_sidecar)
+from squeezelab.deploy.backends import (
+    Backend,
+    Loaded,
+    convert_or_refuse,
+    one_line,
+    pt2e_calibrated,
+    quiet,
+    read_sidecar,
+    register,
+    write_sidecar,
+)
 from squeezelab.errors import WeightsError
 
 
@@ -22,7 +31,9 @@ class ExecuTorch(Backend):
     precisions = ("fp32", "int8")
 
     def export(self, net, example, out, *, precision, calibration, metadata):
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+            XnnpackPartitioner,
+        )
         from executorch.exir import to_edge_transform_and_lower
 
         from squeezelab.runtime import atomic_write_bytes
@@ -59,8 +70,10 @@ class ExecuTorch(Backend):
 
 
 def _quantised(net, x: torch.Tensor, calibration: np.ndarray):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     return pt2e_calibrated(net, x, quantizer, calibration)
@@ -74,7 +87,9 @@ def _set_threads(threads: int) -> None:
     if _POOL["threads"] == threads:
         return
     try:
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.extension.pybindings.portable_lib import (
+            _unsafe_reset_threadpool,
+        )
 
         with quiet():  # "Resetting threadpool to N threads."
             _unsafe_reset_threadpool(threads)
