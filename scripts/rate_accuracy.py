@@ -46,6 +46,7 @@ GPTQ_POINTS = (("4 bits (conv1 8)", {"conv1": 8, "default": 4}),
                ("5 bits, squeeze 6 (conv1 8)", {"conv1": 8, "fire*.squeeze": 6, "default": 5}),
                ("6 bits (conv1 8)", {"conv1": 8, "default": 6}),
                ("7 bits (conv1 8)", {"conv1": 8, "default": 7}))
+ECQ_GPTQ_POINTS = ((7, 0.03), (7, 0.02), (7, 0.01))  # ECQ codebooks, GPTQ re-rounding priced by ECQ's code rates
 
 
 def sqz_bytes(state: dict, w: LoadedWeights) -> int:
@@ -88,6 +89,9 @@ def candidates(w: LoadedWeights, extra: list[str], calib=None):
         for label, bits in GPTQ_POINTS:
             yield ".sqz GPTQ", f"{label} + GPTQ, 256 Tiny train images", recipe(
                 OneShotRecipe(share=ShareConfig(bits=bits, reconstruct="gptq")), ctx)
+        for b, lam in ECQ_GPTQ_POINTS:
+            yield ".sqz ECQ + GPTQ", f"{b} bits (conv1 8), rate_weight {lam} + GPTQ, 256 Tiny train images", recipe(
+                OneShotRecipe(ecq=ECQConfig(bits={"conv1": 8, "default": b}, rate_weight=lam, reconstruct="gptq")), ctx)
     for path in extra:
         yield ".sqz file", Path(path).name, fixed(load_weights(path).state_dict, Path(path).stat().st_size)
     try:

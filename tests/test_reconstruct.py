@@ -124,3 +124,23 @@ def test_reconstruction_refuses_bias_correction_beside_it_and_needs_data():
                                net, methods.Context(data=(_Images(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)), _Preset)))
     with pytest.raises(ConfigError, match="training images"):
         methods.apply_one_shot(OneShotRecipe(share=ShareConfig(bits=4, reconstruct="gptq")), net)
+
+
+def _entropy(codes):
+    p = torch.bincount(codes.flatten()).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log2()).sum())
+
+
+def test_a_rate_penalty_trades_output_error_for_fewer_coded_bits():
+    torch.manual_seed(1)
+    x = torch.randn(4000, 24) @ torch.randn(24, 24)
+    cxx = torch.cov(x.T).double()
+    target = torch.randn(48, 24)
+    s = share.share_tensor(target, bits=4)
+    p = torch.bincount(s.codes.flatten(), minlength=s.codebook.numel()).double()
+    bits = -(p.clamp(min=1) / p.sum()).log2()
+    free = calibrate._gptq_codes(s, target, cxx)
+    priced = calibrate._gptq_codes(s, target, cxx, penalty=0.3 * float(target.var()) * bits)
+    assert _entropy(priced) < _entropy(free) - 0.1
+    assert _output_error(s.codebook[priced], target, cxx) > _output_error(s.codebook[free], target, cxx)

@@ -195,12 +195,16 @@ def _stage(model: nn.Module, stage):
     return model if stage is None else getattr(model, stage)
 
 
-def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01,
+                penalty: torch.Tensor | None = None) -> torch.Tensor:
     """Codes for ``target`` (out x d) on the fixed codebook of ``s`` chosen as GPTQ does (Frantar et
     al. 2023): columns in order of decreasing input energy, each weight rounded to its nearest code and
     its error, scaled by the inverse Hessian's Cholesky factor, pushed onto the columns not yet rounded,
     so the layer's OUTPUT error (weighted by Cxx) is what the rounding minimises. Pruned weights (zero
-    in ``target``) stay the exact zero (code 0); their share of the error moves on like any other."""
+    in ``target``) stay the exact zero (code 0); their share of the error moves on like any other.
+    ``penalty`` (per code, in squared weight units: ECQ's rate price x the code's bits) makes the rounding
+    entropy-constrained: a weight goes to the code with the least (w - c_j)^2 + penalty_j x u_ii^2 /
+    mean(u^2), GPTQ's output-loss units, so rare codes stay dear as ECQ made them."""
     w = target.reshape(target.shape[0], -1).double().cpu().clone()
     pruned = w == 0
     d = w.shape[1]
@@ -216,9 +220,15 @@ def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01) 
     values, rank = torch.sort(book[first:])
     mids = (values[1:] + values[:-1]) / 2
     codes = torch.zeros_like(w, dtype=torch.int64)
+    if penalty is not None:
+        pen = penalty.double().cpu()[first:]
+        scale = u.diagonal() ** 2 / (u.diagonal() ** 2).mean()
     for i in range(d):
         col = w[:, i]
-        c = first + rank[torch.bucketize(col.contiguous(), mids)]
+        if penalty is None:
+            c = first + rank[torch.bucketize(col.contiguous(), mids)]
+        else:
+            c = first + ((col[:, None] - book[None, first:]) ** 2 + pen[None, :] * scale[i]).argmin(1)
         if s.zero:
             c = torch.where(pruned[:, i], torch.zeros_like(c), c)
         codes[:, i] = c
@@ -231,13 +241,15 @@ def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01) 
 
 @torch.no_grad()
 def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, images: int, seed: int,
-                 where: str = "share", ridge: float = 1e-3, codes: bool = False) -> dict:
+                 where: str = "share", ridge: float = 1e-3, codes: bool = False,
+                 penalties: dict | None = None) -> dict:
     """Layer-wise output reconstruction of codebooks and biases (the least-squares step of GPTQ /
     AdaRound-style post-training quantisation, with the codes held fixed): layer by layer in network
     order, each shared layer's codebook and bias are solved in closed form so that, on the calibration
     images, its outputs given the quantised network's own inputs match the ORIGINAL network's outputs at
     that layer (so each layer also absorbs the error of the layers before it). Subsumes bias correction.
-    ``model`` already holds ``shared`` (plain weights); -> the shared layers with their new codebooks."""
+    ``model`` already holds ``shared`` (plain weights); -> the shared layers with their new codebooks.
+    ``codes``: re-round the weights first (GPTQ); ``penalties``: {layer: per-code rate penalty} for it."""
     from squeezelab.compression.share import Shared
 
     device = next(model.parameters()).device
@@ -258,7 +270,8 @@ def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, imag
             cxx, cxt, mx, mt = moments.solved()
             s = shared[name]
             if codes:  # GPTQ rounding of the original weights onto the codebook, then the codebook re-solved
-                s = Shared(s.codebook, _gptq_codes(s, originals[name].weight.detach(), cxx), s.zero)
+                s = Shared(s.codebook, _gptq_codes(s, originals[name].weight.detach(), cxx,
+                                                   penalty=(penalties or {}).get(name)), s.zero)
             codebook = _codebook_lsq(s, cxx, cxt, ridge)
             out[name] = Shared(codebook.to(s.codebook.device), s.codes, s.zero)
             weight = codebook[s.codes.cpu()]

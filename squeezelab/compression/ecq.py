@@ -122,5 +122,18 @@ class ECQMethod(QuantiserMethod):
         rates = spec.rate_weights(targets)
         return {name: ecq_tensor(modules[name].weight, bits, rates[name]) for name, bits in targets.items()}
 
+    def rate_penalties(self, model: nn.Module, spec: ECQSpec, shared: dict[str, Shared]) -> dict[str, torch.Tensor]:
+        """ECQ's own price of each code (rate_weight x var(layer) x -log2 of the code's frequency), so GPTQ
+        re-rounding (``reconstruct: gptq``) keeps the entropy ECQ bought; the pruned zero costs nothing."""
+        modules, rates = dict(model.named_modules()), spec.rate_weights(shared)
+        out = {}
+        for name, s in shared.items():
+            w = modules[name].weight.detach().float().cpu()
+            codes = s.codes.flatten().cpu()
+            counts = torch.bincount(codes[w.flatten() != 0], minlength=s.codebook.numel()).double()
+            bits = -(counts.clamp(min=1) / counts.sum()).log2()
+            out[name] = rates[name] * float(w[w != 0].var()) * bits
+        return out
+
 
 register(ECQMethod())

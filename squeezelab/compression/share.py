@@ -270,6 +270,10 @@ class QuantiserMethod(Method):
     def shared_layers(self, model: nn.Module, section, spec, importance) -> dict[str, Shared]:
         raise NotImplementedError
 
+    def rate_penalties(self, model: nn.Module, spec, shared: dict[str, Shared]) -> dict[str, torch.Tensor] | None:
+        """{layer: per-code penalty} that GPTQ re-rounding adds to the squared error (None: plain rounding)."""
+        return None
+
     def _apply(self, model, section, ctx: Context, trainable: bool, shared: dict | None) -> None:
         from squeezelab.compression import calibrate
 
@@ -293,7 +297,8 @@ class QuantiserMethod(Method):
         if original is not None:
             share_(model, spec, shared=shared)
             shared = calibrate.reconstruct_(model, original, shared, ctx.data, section.calibration_images, ctx.seed,
-                                            self.section, codes=reconstruct == "gptq")
+                                            self.section, codes=reconstruct == "gptq",
+                                            penalties=self.rate_penalties(original, spec, shared))
         share_(model, spec, trainable=trainable, shared=shared)
         if reference is not None:
             calibrate.correct_bias_(model, reference, ctx.data, section.calibration_images, ctx.seed, self.section)
