@@ -112,7 +112,9 @@ class Run:
         # fewer: labels out of range; more: outputs never trained (unless the data names no classes)
         if not classes_fit(self.train_set.num_classes, num_classes, getattr(self.train_set, "classes_declared", True)):
             raise ConfigError(f"model.num_classes is {num_classes} but {d.dataset} has {self.train_set.num_classes} "
-                              f"classes{' (after data.class_map)' if d.class_map else ''}: leave it unset")
+                              f"classes{' (after data.class_map)' if d.class_map else ''}: leave it unset"
+                              + ("" if d.class_map else ", or map its classes onto the model's with data.class_map "
+                                 "(Tiny ImageNet onto ImageNet's 1000: synset_words.txt)"))
         if d.batch_size % self.info.world_size:
             raise ConfigError(f"data.batch_size {d.batch_size} is not divisible by {self.info.world_size} processes")
         self._make_loaders(cfg)
