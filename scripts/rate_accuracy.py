@@ -46,7 +46,7 @@ GPTQ_POINTS = (("4 bits (conv1 8)", {"conv1": 8, "default": 4}),
                ("5 bits, squeeze 6 (conv1 8)", {"conv1": 8, "fire*.squeeze": 6, "default": 5}),
                ("6 bits (conv1 8)", {"conv1": 8, "default": 6}),
                ("7 bits (conv1 8)", {"conv1": 8, "default": 7}))
-ECQ_GPTQ_POINTS = ((7, 0.02), (7, 0.01), (7, 0.005), (7, 0.0025))  # ECQ codebooks, GPTQ re-rounding priced by ECQ's code rates
+ECQ_GPTQ_POINTS = ((7, 0.02), (7, 0.015), (7, 0.01), (7, 0.0075), (7, 0.005), (7, 0.0035), (7, 0.0025))  # ECQ codebooks, GPTQ re-rounding priced by ECQ's code rates
 
 
 def sqz_bytes(state: dict, w: LoadedWeights) -> int:
