@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from squeezelab.compression import methods
-from squeezelab.config import ECQConfig, OneShotRecipe, ShareConfig
+from squeezelab.config import ECQConfig, OneShotRecipe, PruneConfig, ShareConfig
 from squeezelab.data import get_preset, load_dataset
 from squeezelab.runtime import device_name
 from squeezelab.weights import LoadedWeights, load_weights, model_from_weights, sqz
@@ -46,6 +46,9 @@ GPTQ_POINTS = (("4 bits (conv1 8)", {"conv1": 8, "default": 4}),
                ("5 bits, squeeze 6 (conv1 8)", {"conv1": 8, "fire*.squeeze": 6, "default": 5}),
                ("6 bits (conv1 8)", {"conv1": 8, "default": 6}),
                ("7 bits (conv1 8)", {"conv1": 8, "default": 7}))
+# fewer weights: magnitude pruning beyond the authors' densities (conv10 20%, expand3x3 33%), compensated by
+# the GPTQ step (the pruned weights' output error moves onto the kept ones, as SparseGPT), then ECQ + GPTQ
+SPARSE_POINTS = ((0.15, 0.25, 0.005), (0.15, 0.25, 0.0075), (0.12, 0.22, 0.005))  # conv10, expand3x3 density, rate
 ECQ_GPTQ_POINTS = ((7, 0.02), (7, 0.015), (7, 0.01), (7, 0.0075), (7, 0.005), (7, 0.0035), (7, 0.0025))  # ECQ codebooks, GPTQ re-rounding priced by ECQ's code rates
 
 
@@ -102,6 +105,12 @@ def candidates(w: LoadedWeights, extra: list[str], calib=None):
             yield ".sqz ECQ + GPTQ", f"{b} bits (conv1 8), rate_weight {lam} + GPTQ, fp16 biases", recipe(
                 OneShotRecipe(ecq=ECQConfig(bits={"conv1": 8, "default": b}, rate_weight=lam, reconstruct="gptq")), ctx,
                 fp16_biases=True)
+        for d10, d3, lam in SPARSE_POINTS:
+            yield ".sqz pruned + ECQ + GPTQ", (f"conv10 {d10:.0%}, expand3x3 {d3:.0%} dense; 7 bits (conv1 8), "
+                                               f"rate_weight {lam} + GPTQ, fp16 biases"), recipe(
+                OneShotRecipe(prune=PruneConfig(density={"conv10": d10, "fire*.expand3x3": d3}),
+                              ecq=ECQConfig(bits={"conv1": 8, "default": 7}, rate_weight=lam, reconstruct="gptq")),
+                ctx, fp16_biases=True)
     for path in extra:
         yield ".sqz file", Path(path).name, fixed(load_weights(path).state_dict, Path(path).stat().st_size)
     try:

@@ -144,3 +144,21 @@ def test_a_rate_penalty_trades_output_error_for_fewer_coded_bits():
     priced = calibrate._gptq_codes(s, target, cxx, penalty=0.3 * float(target.var()) * bits)
     assert _entropy(priced) < _entropy(free) - 0.1
     assert _output_error(s.codebook[priced], target, cxx) > _output_error(s.codebook[free], target, cxx)
+
+
+def test_pruning_in_the_same_recipe_is_compensated_towards_the_unpruned_network(digits):
+    from squeezelab.config import PruneConfig
+
+    torch.manual_seed(0)
+    dense = create_model("squeezenet1_0", num_classes=10, base_e=32, incr_e=32).eval()
+    x = digits[1].eval(digits[0].images[:64])
+    ctx = methods.Context(seed=0, data=digits)
+    prune = PruneConfig(density={"fire*.expand3x3": 0.3})
+    quantise = ShareConfig(bits=4, reconstruct="gptq", calibration_images=96)
+    together = methods.apply_one_shot(OneShotRecipe(prune=prune, share=quantise), copy.deepcopy(dense), ctx)
+    apart = methods.apply_one_shot(OneShotRecipe(prune=prune), copy.deepcopy(dense))
+    apart = methods.apply_one_shot(OneShotRecipe(share=quantise), apart, ctx)  # matches the pruned network
+    for name in ("fire2.expand3x3", "fire9.expand3x3"):
+        w = dict(together.named_modules())[name].weight
+        assert abs(float((w != 0).float().mean()) - 0.3) < 0.01, name  # the density pruning set is kept
+    assert _kl(together, dense, x) < 0.8 * _kl(apart, dense, x)

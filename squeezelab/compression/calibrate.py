@@ -4,6 +4,8 @@ any object whose ``dataset[i][0]`` is a uint8 image and whose ``preset.eval`` pr
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -201,12 +203,14 @@ def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01,
     al. 2023): columns in order of decreasing input energy, each weight rounded to its nearest code and
     its error, scaled by the inverse Hessian's Cholesky factor, pushed onto the columns not yet rounded,
     so the layer's OUTPUT error (weighted by Cxx) is what the rounding minimises. Pruned weights (zero
-    in ``target``) stay the exact zero (code 0); their share of the error moves on like any other.
+    in ``target``, or already code 0 in ``s``) stay the exact zero; their error moves on like any other.
     ``penalty`` (per code, in squared weight units: ECQ's rate price x the code's bits) makes the rounding
     entropy-constrained: a weight goes to the code with the least (w - c_j)^2 + penalty_j x u_ii^2 /
     mean(u^2), GPTQ's output-loss units, so rare codes stay dear as ECQ made them."""
     w = target.reshape(target.shape[0], -1).double().cpu().clone()
-    pruned = w == 0
+    # pruned: zero in the target, or code 0 (the zero) in ``s`` after a pruning step of this recipe, whose
+    # removed weights then pass their error on to the rest as SparseGPT does
+    pruned = (w == 0) | ((s.codes.reshape(w.shape).cpu() == 0) if s.zero else torch.zeros_like(w, dtype=torch.bool))
     d = w.shape[1]
     h = cxx.clone()
     dead = h.diagonal() <= 0
@@ -250,8 +254,6 @@ def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, imag
     that layer (so each layer also absorbs the error of the layers before it). Subsumes bias correction.
     ``model`` already holds ``shared`` (plain weights); -> the shared layers with their new codebooks.
     ``codes``: re-round the weights first (GPTQ); ``penalties``: {layer: per-code rate penalty} for it."""
-    from squeezelab.compression.share import Shared
-
     device = next(model.parameters()).device
     xs_q = xs_o = _calibration(data, images, seed, device, where)
     modules, originals = dict(model.named_modules()), dict(original.named_modules())
@@ -270,10 +272,10 @@ def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, imag
             cxx, cxt, mx, mt = moments.solved()
             s = shared[name]
             if codes:  # GPTQ rounding of the original weights onto the codebook, then the codebook re-solved
-                s = Shared(s.codebook, _gptq_codes(s, originals[name].weight.detach(), cxx,
-                                                   penalty=(penalties or {}).get(name)), s.zero)
+                s = dataclasses.replace(s, codes=_gptq_codes(s, originals[name].weight.detach(), cxx,
+                                                             penalty=(penalties or {}).get(name)))
             codebook = _codebook_lsq(s, cxx, cxt, ridge)
-            out[name] = Shared(codebook.to(s.codebook.device), s.codes, s.zero)
+            out[name] = dataclasses.replace(s, codebook=codebook.to(s.codebook.device))
             weight = codebook[s.codes.cpu()]
             layer.weight.copy_(weight.to(layer.weight))
             if getattr(layer, "bias", None) is not None:

@@ -15,6 +15,8 @@ its config section.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,9 @@ class Context:
     steps_per_epoch: int = 1
     total_steps: int = 0
     data: Any = None  # (training ImageSet, preset) for methods that calibrate on images; None without data
+    # the model as it was before this one-shot recipe (set by apply_one_shot when a method calibrates):
+    # what layer-wise reconstruction matches, so a quantiser after pruning also compensates the pruning
+    original: Any = None
 
 
 class Hook:
@@ -133,7 +138,10 @@ def check_model(cfg, model: nn.Module) -> None:
 def apply_one_shot(cfg, model: nn.Module, ctx: Context | None = None) -> nn.Module:
     """Every enabled method of ``cfg``, in ``order`` (prune before quantisers), in place."""
     ctx = ctx or Context()
-    for method, section in enabled(cfg):
+    on = enabled(cfg)
+    if ctx.original is None and any(m.needs_data(section) for m, section in on):
+        ctx = dataclasses.replace(ctx, original=copy.deepcopy(model).eval())
+    for method, section in on:
         if method.needs_data(section) and ctx.data is None:
             raise ConfigError(f"{method.section}: this setting calibrates on training images; one-shot use without "
                               f"data cannot apply it (run it as a compress stage with data)")

@@ -290,8 +290,8 @@ class QuantiserMethod(Method):
         if shared is None and getattr(section, "correct_bias", False):
             modules = dict(model.named_modules())
             reference = {n: modules[n].weight.detach().clone() for n in targets}
-        if shared is None and reconstruct != "none":
-            original = copy.deepcopy(model)  # the outputs each quantised layer is solved to match
+        if shared is None and reconstruct != "none":  # the outputs each quantised layer is solved to match
+            original = ctx.original if ctx.original is not None else copy.deepcopy(model)
         if shared is None:
             shared = self.shared_layers(model, section, spec, importance)
         if original is not None:
