@@ -162,3 +162,22 @@ def test_pruning_in_the_same_recipe_is_compensated_towards_the_unpruned_network(
         w = dict(together.named_modules())[name].weight
         assert abs(float((w != 0).float().mean()) - 0.3) < 0.01, name  # the density pruning set is kept
     assert _kl(together, dense, x) < 0.8 * _kl(apart, dense, x)
+
+
+def test_a_stage_at_a_time_on_cached_inputs_equals_whole_network_forwards(digits, monkeypatch):
+    torch.manual_seed(0)
+    original = create_model("squeezenet1_0", num_classes=10, base_e=32, incr_e=32).eval()
+    spec = share.ShareSpec(bits=3)
+
+    def solved():
+        net = copy.deepcopy(original)
+        shared = share.share_(net, spec)
+        return calibrate.reconstruct_(net, original, shared, digits, 64, seed=0, codes=True)
+
+    staged = solved()
+    monkeypatch.setattr(calibrate, "_stages", lambda model, names: [(None, names)])
+    whole = solved()
+    assert staged.keys() == whole.keys() and len(staged) == 26
+    for name in staged:
+        assert torch.equal(staged[name].codes, whole[name].codes), name
+        torch.testing.assert_close(staged[name].codebook, whole[name].codebook, rtol=1e-4, atol=1e-6)

@@ -177,19 +177,18 @@ def _codebook_lsq(s, cxx: torch.Tensor, cxt: torch.Tensor, ridge: float) -> torc
     return out.float()
 
 
-def _stages(model: nn.Module, names: list[str]) -> list[tuple[object, object, list[str]]]:
-    """(stage of the model, its name path, the target layers inside it) in network order. A network
-    split into stages (``feature_names`` + ``forward_head``, as squeezelab's are) is calibrated a stage
-    at a time on cached stage inputs, so the cost is a few forwards, not one per layer; any other
-    model is one stage."""
+def _stages(model: nn.Module, names: list[str]) -> list[tuple[str | None, list[str]]]:
+    """(stage, the target layers inside it) in network order. A network split into stages
+    (``feature_names`` + ``forward_head``, as squeezelab's are) is calibrated a stage at a time on cached
+    stage inputs, so the cost is a few forwards, not one per layer; any other model is one stage (None)."""
     if not (isinstance(getattr(model, "feature_names", None), tuple) and hasattr(model, "forward_head")):
-        return [(None, None, names)]
+        return [(None, names)]
     modules, plan, seen = dict(model.named_modules()), [], set()
     for stage in model.feature_names:
         inside = {id(m) for m in getattr(model, stage).modules()}
-        plan.append((stage, stage, [n for n in names if id(modules[n]) in inside]))
-        seen.update(plan[-1][2])
-    plan.append(("forward_head", None, [n for n in names if n not in seen]))
+        plan.append((stage, [n for n in names if id(modules[n]) in inside]))
+        seen.update(plan[-1][1])
+    plan.append(("forward_head", [n for n in names if n not in seen]))
     return plan
 
 
@@ -261,7 +260,7 @@ def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, imag
     model.eval()
     original.eval()
     out = dict(shared)
-    for stage, _, names in _stages(model, [n for n in modules if n in shared]):
+    for stage, names in _stages(model, [n for n in modules if n in shared]):
         run_q, run_o = _stage(model, stage), _stage(original, stage)
         for name in names:
             layer = modules[name]
