@@ -181,3 +181,16 @@ def test_a_stage_at_a_time_on_cached_inputs_equals_whole_network_forwards(digits
     for name in staged:
         assert torch.equal(staged[name].codes, whole[name].codes), name
         torch.testing.assert_close(staged[name].codebook, whole[name].codebook, rtol=1e-4, atol=1e-6)
+
+
+def test_ecq_with_gptq_rounding_stays_closer_than_plain_ecq(digits):
+    from squeezelab.config import ECQConfig
+
+    torch.manual_seed(0)
+    original = create_model("squeezenet1_0", num_classes=10, base_e=32, incr_e=32).eval()
+    x = digits[1].eval(digits[0].images[:64])
+    ctx = methods.Context(seed=0, data=digits)
+    plain = methods.apply_one_shot(OneShotRecipe(ecq=ECQConfig(bits=3, rate_weight=0.02)), copy.deepcopy(original), ctx)
+    ours = methods.apply_one_shot(OneShotRecipe(ecq=ECQConfig(bits=3, rate_weight=0.02, reconstruct="gptq",
+                                                              calibration_images=96)), copy.deepcopy(original), ctx)
+    assert _kl(ours, original, x) < 0.5 * _kl(plain, original, x)

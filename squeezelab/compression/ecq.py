@@ -128,11 +128,12 @@ class ECQMethod(QuantiserMethod):
         modules, rates = dict(model.named_modules()), spec.rate_weights(shared)
         out = {}
         for name, s in shared.items():
-            w = modules[name].weight.detach().float().cpu()
+            w = modules[name].weight.detach().float().cpu().flatten()
             codes = s.codes.flatten().cpu()
-            counts = torch.bincount(codes[w.flatten() != 0], minlength=s.codebook.numel()).double()
+            kept = codes != 0 if s.zero else torch.ones_like(codes, dtype=torch.bool)  # (after any pruning)
+            counts = torch.bincount(codes[kept], minlength=s.codebook.numel()).double()
             bits = -(counts.clamp(min=1) / counts.sum()).log2()
-            out[name] = rates[name] * float(w[w != 0].var()) * bits
+            out[name] = rates[name] * float(w[kept].var()) * bits
         return out
 
 
