@@ -5,6 +5,7 @@ mistakes a user makes with them ending in one line. Runtimes that are not instal
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -27,14 +28,11 @@ def _installed(fmt: str):
     return pytest.mark.skipif(reason is not None, reason=reason or "")
 
 
-# ExecuTorch runs in a process of its own here (test_executorch_in_its_own_process): its XNNPACK backend
+# ExecuTorch's runtime runs in a worker process (deploy/backends/isolated.py): its XNNPACK backend
 # segfaulted a pytest process that had also loaded the other runtimes (results/edge/README.md).
-# Tests that load OpenVINO and LiteRT in the pytest process: `-m slow`. The full suite's process
-# segfaulted after them on 3 December (no traceback; once after the ExecuTorch test, once two tests after
-# the last of these), which a runtime's native destructor in a process holding four runtimes would
-# explain; not found in the time left. Each passes run alone (`pytest tests/test_edge.py -m slow`).
+# Tests that load OpenVINO and LiteRT in the pytest process: `-m slow`, for their time.
 IN_PROCESS = pytest.mark.slow
-PARAMS = [pytest.param(f, marks=_installed(f)) for f in FORMATS if f != "pte"]
+PARAMS = [pytest.param(f, marks=_installed(f)) for f in FORMATS]
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +116,7 @@ def test_edge_mistakes_are_one_line(tmp_path, weights, capsys):
                                 "--int8"], "--calib-dataset")
     (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer")
     (tmp_path / "junk.xml").write_text("<net>")
-    for junk in ("junk.tflite", "junk.xml"):  # (a .pte: ExecuTorch stays out of this process, see PARAMS)
+    for junk in ("junk.tflite", "junk.xml"):  # (a .pte: in test_executorch_runs_in_a_worker_and_matches_torch)
         if backends.for_file(junk).available() is None:
             cli_one_line_error(capsys, ["predict", "--file", str(tmp_path / junk), str(tmp_path)], "cannot")
     cli_one_line_error(capsys, ["predict", "--file", str(tmp_path / "m.tfl"), str(tmp_path)], "no backend runs .tfl")
@@ -140,28 +138,36 @@ def test_the_cli_offers_exactly_the_registered_formats():
     assert set(FORMATS) == set(backends.formats())  # argparse's choices, kept without importing every runtime
 
 
-def test_executorch_in_its_own_process(tmp_path, weights):
-    import subprocess
-    import sys
+def _mapped_libraries() -> str:
+    try:
+        with open("/proc/self/maps") as f:
+            return f.read()
+    except OSError:
+        pytest.skip("no /proc/self/maps here")
 
+
+def test_executorch_runs_in_a_worker_and_matches_torch(tmp_path, weights, calibration, capsys):
+    """Exported here, run in a worker process (isolated.py): ExecuTorch's runtime library never enters this
+    process, where its XNNPACK backend segfaulted beside the other runtimes (results/edge/README.md)."""
     from PIL import Image
 
     if backends.get("executorch").available():
         pytest.skip(backends.get("executorch").available())
+    e = export(weights, tmp_path / "m.pte", "pte")
+    q = export(weights, tmp_path / "m.int8.pte", "pte", "int8", calibration=calibration)
+    assert e.max_abs_diff < 1e-3 and e.agreement == 1.0 and e.bytes / q.bytes > 3 and q.agreement >= 0.75
+    assert json.loads((tmp_path / "m.pte.json").read_text())["preset"]["name"] == "digits"
+    loaded = backends.load_file(q.path, threads=2)
+    assert loaded.precision == "int8" and loaded.worker.proc.pid != os.getpid()
+    assert loaded.run(np.zeros((3, 3, 32, 32), np.float32)).shape == (3, 10)  # any batch size
+    assert len(loaded.time_calls(np.zeros((1, 3, 32, 32), np.float32), 2)) == 2
+    assert "libexecutorch" not in _mapped_libraries() and "portable_lib" not in _mapped_libraries()
     img = tmp_path / "digit.png"
     Image.fromarray((np.random.default_rng(0).random((8, 8)) * 255).astype(np.uint8)).convert("RGB").save(img)
-
-    def cli(*args):
-        done = subprocess.run([sys.executable, "-m", "squeezelab", *args], capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-    out = tmp_path / "m.pte"
-    r = cli("export", "--weights", weights, "--format", "pte", "-o", str(out), "--int8", "--calib-dataset", "digits",
-            "--calib-n", "32", "--json")[0]
-    fp32, int8 = r["files"]
-    assert fp32["max_abs_diff"] < 1e-3 and fp32["agreement"] == 1.0 and fp32["bytes"] / int8["bytes"] > 3
-    assert json.loads((tmp_path / "m.pte.json").read_text())["preset"]["name"] == "digits"
-    a = cli("predict", "--weights", weights, str(img), "--json")[0]
-    b = cli("predict", "--file", str(out), str(img), "--json")[0]
+    assert main(["predict", "--weights", weights, str(img), "--json"]) == 0
+    a = json.loads(capsys.readouterr().out)
+    assert main(["predict", "--file", str(e.path), str(img), "--json"]) == 0
+    b = json.loads(capsys.readouterr().out)
     assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+    (tmp_path / "junk.pte").write_bytes(b"not a program")
+    cli_one_line_error(capsys, ["predict", "--file", str(tmp_path / "junk.pte"), str(img)], "ExecuTorch cannot load")

@@ -13,7 +13,6 @@ no calibration images for int8, a format that cannot take the model) is listed w
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,6 @@ from squeezelab.errors import ConfigError, SqueezelabError
 
 TORCH_ENGINES = ("torch-nchw", "torch-channels-last", "torch-compile")
 ALIASES = {"ort-fp32": "onnxruntime-fp32", "ort-int8": "onnxruntime-int8"}  # the names of earlier releases
-# Measured only when named in --engines: ExecuTorch's XNNPACK backend crashed the process (a segfault in
-# libexecutorch_backend_xnnpack.so) once when all engines ran in one process here (results/edge/).
-OPT_IN = "executorch-"
 
 
 @dataclass
@@ -35,6 +31,13 @@ class Engine:
     name: str
     threads: int
     run: Callable[[np.ndarray], object]
+    # (x, n) -> seconds of each of n calls, timed where the runtime runs (a worker process for ExecuTorch)
+    timer: Callable[[np.ndarray, int], list[float]] | None = None
+
+    def time_calls(self, x: np.ndarray, n: int) -> list[float]:
+        from squeezelab.deploy.backends import time_calls
+
+        return self.timer(x, n) if self.timer else time_calls(self.run, x, n)
 
 
 def engine_names() -> list[str]:
@@ -89,8 +92,8 @@ def build_engines(weights: str, names: list[str], threads: list[int], files: Fil
             reason = backend.available()
             try:
                 if reason is None:
-                    out.append(Engine(name, n, backend.load(files.path(backend, precision), threads=n,
-                                                            precision=precision).run))
+                    loaded = backend.load(files.path(backend, precision), threads=n, precision=precision)
+                    out.append(Engine(name, n, loaded.run, loaded.time_calls))
             except SqueezelabError as err:  # this engine only: the others are still measured
                 if name in files.given:  # ... unless the user named the file: theirs to fix
                     raise
@@ -110,7 +113,7 @@ def bench_infer(weights: str, input_size: int, *, engines=None, threads=(1, 2), 
     if rounds < 1 or iters < 1 or warmup < 0 or batch < 1 or throughput_iters < 1:
         raise ConfigError("bench infer: rounds, iters, batch and throughput iterations must be >= 1")
     known = engine_names()
-    names = [ALIASES.get(e, e) for e in (engines or [e for e in known if not e.startswith(OPT_IN)])]
+    names = [ALIASES.get(e, e) for e in (engines or known)]
     unknown = [e for e in names if e not in known]
     if unknown:
         raise ConfigError(f"unknown engine {unknown[0]!r}; valid: {', '.join(known)}")
@@ -124,9 +127,6 @@ def bench_infer(weights: str, input_size: int, *, engines=None, threads=(1, 2), 
             lat, thr = _time(todo, x1, xb, rounds, iters, warmup, throughput_iters)
     finally:
         torch.set_num_threads(caller_threads)
-    if not engines:
-        skipped |= {n: "measured only when named in --engines (its XNNPACK backend crashed a full run here)"
-                    for n in known if n.startswith(OPT_IN)}
     rows = [{"engine": e.name, "threads": e.threads,
              "latency_ms": {"median": 1e3 * float(np.median(lat[i])), "p90": 1e3 * float(np.percentile(lat[i], 90))},
              "throughput": float(np.median(thr[i])), "rounds": rounds, "iters": iters} for i, e in enumerate(todo)]
@@ -144,14 +144,8 @@ def _time(todo: list[Engine], x1, xb, rounds: int, iters: int, warmup: int, thro
     for _ in range(rounds):
         for i, e in enumerate(todo):
             torch.set_num_threads(e.threads)  # torch's own engines; the others were given theirs at load
-            for _ in range(iters):
-                t = time.perf_counter()
-                e.run(x1)
-                lat[i].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            for _ in range(throughput_iters):
-                e.run(xb)
-            thr[i].append(throughput_iters * len(xb) / (time.perf_counter() - t))
+            lat[i] += e.time_calls(x1, iters)
+            thr[i].append(throughput_iters * len(xb) / sum(e.time_calls(xb, throughput_iters)))
     return lat, thr
 
 

@@ -39,9 +39,26 @@ class Loaded:
     threads: int
     run: Callable[[np.ndarray], np.ndarray]
     meta: dict = field(default_factory=dict)  # squeezelab metadata: preset, classes, model, source
+    # (x, n) -> the seconds of n calls of run(x), timed where the runtime runs (a worker process: isolated.py)
+    timer: Callable[[np.ndarray, int], list[float]] | None = None
 
     def describe(self) -> str:
         return f"{self.backend} {self.precision}, {self.threads} thread(s)"
+
+    def time_calls(self, x: np.ndarray, n: int) -> list[float]:
+        return self.timer(x, n) if self.timer else time_calls(self.run, x, n)
+
+
+def time_calls(run: Callable[[np.ndarray], object], x: np.ndarray, n: int) -> list[float]:
+    """The wall seconds of each of n calls of ``run(x)``."""
+    import time
+
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        run(x)
+        out.append(time.perf_counter() - t)
+    return out
 
 
 class Backend:
@@ -51,6 +68,7 @@ class Backend:
     suffixes: tuple = ()      # file suffixes it loads (".onnx",)
     packages: tuple = ()      # modules it needs, for available()
     extra: str = "deploy"     # the pip extra that installs them
+    own_process: bool = False  # load runs ``load_here`` in a worker process (isolated.py): a runtime that can crash
     precisions: tuple = ("fp32",)
     needs_calibration: tuple = ("int8",)  # precisions that calibrate on training images
     # export: ``example`` is a preprocessed torch batch (its shape is the exported one)
@@ -71,6 +89,14 @@ class Backend:
         raise NotImplementedError
 
     def load(self, path: Path, *, threads: int = 1, precision: str | None = None) -> Loaded:
+        if self.own_process:
+            from squeezelab.deploy.backends import isolated
+
+            return isolated.load(self.name, path, threads=threads, precision=precision)
+        return self.load_here(path, threads=threads, precision=precision)
+
+    def load_here(self, path: Path, *, threads: int = 1, precision: str | None = None) -> Loaded:
+        """The file loaded in this process."""
         raise NotImplementedError
 
 

@@ -45,7 +45,7 @@ class LiteRT(Backend):
         write_sidecar(out, metadata | {"precision": precision})
         return out
 
-    def load(self, path, *, threads=1, precision=None):
+    def load_here(self, path, *, threads=1, precision=None):
         from ai_edge_litert.interpreter import Interpreter
 
         try:

@@ -88,7 +88,7 @@ class OnnxRuntime(Backend):
     def export(self, net, example, out, *, precision, calibration, metadata):
         return write_fp32_and_int8(net, example, out, precision, calibration, metadata)
 
-    def load(self, path, *, threads=1, precision=None):
+    def load_here(self, path, *, threads=1, precision=None):
         from squeezelab.data import get_preset
 
         sess = session(path, threads)

@@ -50,7 +50,7 @@ class OpenVINO(Backend):
             atomic_write_with(out, lambda t: Path(tmp, "m.xml").replace(t))
         return out
 
-    def load(self, path, *, threads=1, precision=None):
+    def load_here(self, path, *, threads=1, precision=None):
         import openvino as ov
 
         core = ov.Core()

@@ -32,7 +32,7 @@ class Torch(Backend):
     suffixes = (".pt", ".pth", ".safetensors", ".sqz", ".net", ".ckpt")
     packages = ("torch",)
 
-    def load(self, path, *, threads=1, precision=None, model=None, layout="nchw"):
+    def load_here(self, path, *, threads=1, precision=None, model=None, layout="nchw"):
         from squeezelab.data import get_preset
         from squeezelab.deploy.graph import load_model
 
