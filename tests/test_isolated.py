@@ -67,3 +67,15 @@ def test_the_workers_errors_come_back_as_they_were_raised(tmp_path, isolated_tor
     with pytest.raises(WeightsError) as here:
         isolated_torch.load_here(bad)
     assert str(err.value) == str(here.value) and re.search("bad.safetensors", str(err.value))
+
+
+def test_a_worker_that_dies_at_start_says_its_last_words(tmp_path, weights, isolated_torch, monkeypatch):
+    from squeezelab.deploy.backends import isolated
+
+    python = tmp_path / "python"  # a worker that cannot start (a broken interpreter, a missing library)
+    python.write_text("#!/bin/sh\necho 'ImportError: libexample.so: cannot open shared object file' >&2\nexit 3\n")
+    python.chmod(0o755)
+    monkeypatch.setattr(isolated.sys, "executable", str(python))
+    with pytest.raises(WeightsError, match=r"process died \(exit code 3: ImportError: libexample.so") as err:
+        isolated_torch.load(weights, threads=1)
+    assert "\n" not in str(err.value)

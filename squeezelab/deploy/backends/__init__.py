@@ -1,9 +1,9 @@
 """Inference backends: one registry, one file per runtime.
 
 A backend writes its file format from a torch model (``export``) and runs such a file (``load`` ->
-``Loaded.run(float32 NCHW batch) -> logits``). ``squeezelab export --format``, ``predict``,
-``bench infer`` and the accuracy checks all go through here, so adding a runtime is adding one file
-that calls ``register``:
+``Loaded.run(float32 NCHW batch) -> logits``; ExecuTorch's runtime in a worker process, isolated.py).
+``squeezelab export --format``, ``predict``, ``bench infer`` and the accuracy checks all go through here,
+so adding a runtime is adding one file that calls ``register``:
 
     onnxruntime  .onnx               fp32, int8 (static QDQ, per-channel)      servers, x86 / ARM CPUs
     openvino     .xml (+ .bin), .onnx fp32, bf16 hint, int8 (from the QDQ file)  Intel / AMD CPUs
@@ -62,7 +62,8 @@ def time_calls(run: Callable[[np.ndarray], object], x: np.ndarray, n: int) -> li
 
 
 class Backend:
-    """One runtime. Subclasses set the class attributes and implement ``export`` and ``load``."""
+    """One runtime. Subclasses set the class attributes and implement ``export`` and ``load_here`` (``load``
+    calls it here, or in a worker process when ``own_process`` is set)."""
     name: str = ""            # registry key and engine prefix ("onnxruntime")
     format: str = ""          # the export format it writes ("onnx"); "" for torch
     suffixes: tuple = ()      # file suffixes it loads (".onnx",)

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import weakref
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -37,12 +38,16 @@ class Worker:
     def __init__(self, backend: str, path: Path, threads: int, precision: str | None):
         self.path = path
         ours, theirs = socket.socketpair()
-        # stdout / stderr: runtimes log there (CPU probing, thread-pool resets); the answers travel on the socket
+        # stdout: runtimes log there (CPU probing, thread-pool resets); the answers travel on the socket.
+        # stderr: kept in a file, so that a worker that dies says its last words. sys.path: the caller's,
+        # so the worker imports the same squeezelab (a source checkout, a test run).
+        self.stderr = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         theirs.close()
         self.conn = Connection(ours.detach())
-        weakref.finalize(self, _stop, self.proc, self.conn)
+        weakref.finalize(self, _stop, self.proc, self.conn, self.stderr)
         self.meta = self.call(("load", backend, str(path), threads, precision), timeout=START_TIMEOUT_S)
 
     def call(self, request: tuple, timeout: float | None = None):
@@ -52,11 +57,19 @@ class Worker:
                 raise WeightsError(f"{self.path}: the runtime did not answer in {timeout:.0f} s")
             kind, value = self.conn.recv()
         except (EOFError, OSError):  # the worker died: a crash in the runtime, or it was killed
-            raise WeightsError(f"{self.path}: the runtime's process died ({_death(self.proc)}); "
+            raise WeightsError(f"{self.path}: the runtime's process died ({_death(self.proc)}{self._last_words()}); "
                                f"this process and its other results are unaffected") from None
         if kind == "error":
             raise WeightsError(value)
         return value
+
+    def _last_words(self) -> str:
+        try:
+            self.stderr.seek(0)
+            lines = [ln.strip() for ln in self.stderr.read()[-4096:].decode(errors="replace").splitlines() if ln.strip()]
+        except (OSError, ValueError):
+            return ""
+        return f": {lines[-1][:200]}" if lines else ""
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.call(("run", np.ascontiguousarray(x, np.float32)))
@@ -89,7 +102,7 @@ def _death(proc: subprocess.Popen) -> str:
     return f"exit code {code}"
 
 
-def _stop(proc: subprocess.Popen, conn: Connection) -> None:
+def _stop(proc: subprocess.Popen, conn: Connection, stderr) -> None:
     try:
         conn.send(("stop",))
         conn.close()
@@ -97,6 +110,7 @@ def _stop(proc: subprocess.Popen, conn: Connection) -> None:
     except (OSError, ValueError, subprocess.TimeoutExpired):
         proc.kill()
         proc.wait()
+    stderr.close()
 
 
 # ------------------------------------------------------------------ the worker's side
