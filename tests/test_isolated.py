@@ -1,6 +1,6 @@
 """A runtime in a worker process (deploy/backends/isolated.py): same answers as in this process, its own
 timings, and a crash there is one line here while this process goes on. Exercised with the torch backend
-switched to ``own_process`` (no edge runtime needed); ExecuTorch, the backend that needs it, in
+loaded through ``isolated.load`` (no edge runtime needed); ExecuTorch, the backend that uses it, in
 tests/test_edge.py."""
 
 from __future__ import annotations
@@ -28,11 +28,21 @@ def weights(tmp_path_factory):
     return str(path)
 
 
+class _IsolatedTorch:
+    """The torch backend, its files loaded as ExecuTorch's are: in a worker."""
+
+    def load(self, path, threads=1):
+        from squeezelab.deploy.backends import isolated
+
+        return isolated.load("torch", path, threads=threads, precision=None)
+
+    def load_here(self, path):
+        return backends.get("torch").load_here(path)
+
+
 @pytest.fixture
-def isolated_torch(monkeypatch):
-    b = backends.get("torch")
-    monkeypatch.setattr(type(b), "own_process", True)
-    return b
+def isolated_torch():
+    return _IsolatedTorch()
 
 
 def test_a_worker_answers_as_this_process_does_and_times_its_own_calls(weights, isolated_torch):

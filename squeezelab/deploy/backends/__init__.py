@@ -62,14 +62,12 @@ def time_calls(run: Callable[[np.ndarray], object], x: np.ndarray, n: int) -> li
 
 
 class Backend:
-    """One runtime. Subclasses set the class attributes and implement ``export`` and ``load_here`` (``load``
-    calls it here, or in a worker process when ``own_process`` is set)."""
+    """One runtime. Subclasses set the class attributes and implement ``export`` and ``load_here``."""
     name: str = ""            # registry key and engine prefix ("onnxruntime")
     format: str = ""          # the export format it writes ("onnx"); "" for torch
     suffixes: tuple = ()      # file suffixes it loads (".onnx",)
     packages: tuple = ()      # modules it needs, for available()
     extra: str = "deploy"     # the pip extra that installs them
-    own_process: bool = False  # load runs ``load_here`` in a worker process (isolated.py): a runtime that can crash
     precisions: tuple = ("fp32",)
     needs_calibration: tuple = ("int8",)  # precisions that calibrate on training images
     # export: ``example`` is a preprocessed torch batch (its shape is the exported one)
@@ -90,10 +88,8 @@ class Backend:
         raise NotImplementedError
 
     def load(self, path: Path, *, threads: int = 1, precision: str | None = None) -> Loaded:
-        if self.own_process:
-            from squeezelab.deploy.backends import isolated
-
-            return isolated.load(self.name, path, threads=threads, precision=precision)
+        """The file ready to run: here, or in a worker process for a runtime that can crash its host
+        (ExecuTorch overrides this with ``isolated.load``)."""
         return self.load_here(path, threads=threads, precision=precision)
 
     def load_here(self, path: Path, *, threads: int = 1, precision: str | None = None) -> Loaded:

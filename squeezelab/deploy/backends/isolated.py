@@ -3,10 +3,10 @@
 ExecuTorch's XNNPACK backend binds ~58 ``pthreadpool_*`` symbols that both its own
 ``libexecutorch_threadpool.so`` and torch's ``libtorch_cpu.so`` define; in some load orders (several
 runtimes in one process: a full ``bench infer``, the test suite) it segfaulted, taking the whole
-process and every finished measurement with it (results/edge/README.md). A backend that sets
-``own_process`` is therefore loaded in a worker (``python -m squeezelab.deploy.backends.isolated``): the
-parent only exchanges arrays with it over a socket, so a crash there is one line here and the caller's
-process, its other runtimes and its results survive.
+process and every finished measurement with it (results/edge/README.md). Such a backend's ``load`` is
+``isolated.load``: the file is loaded by the backend's ``load_here`` in a worker (``python -m
+squeezelab.deploy.backends.isolated``), and the parent only exchanges arrays with it over a socket, so a
+crash there is one line here and the caller's process, its other runtimes and its results survive.
 
 The worker also times its own calls (``Loaded.timer``): a bench then measures the runtime, not the
 socket.
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from squeezelab.deploy import backends
+from squeezelab.deploy.backends import Loaded
 from squeezelab.errors import SqueezelabError, WeightsError
 
 START_TIMEOUT_S = 600  # importing torch + the runtime and loading the file; a hung start is not waited on forever
@@ -80,8 +82,6 @@ class Worker:
 
 def load(backend: str, path: Path, *, threads: int, precision: str | None):
     """``backends.get(backend).load_here(path)`` in a worker process -> a ``Loaded`` that calls it."""
-    from squeezelab.deploy.backends import Loaded
-
     worker = Worker(backend, Path(path), threads, precision)
     info = worker.meta
     loaded = Loaded(info["backend"], info["precision"], threads, worker.run, info["meta"], timer=worker.timer)
@@ -117,8 +117,6 @@ def _stop(proc: subprocess.Popen, conn: Connection, stderr) -> None:
 
 
 def _serve(conn: Connection) -> None:
-    from squeezelab.deploy import backends
-
     loaded = None
     while True:
         try:

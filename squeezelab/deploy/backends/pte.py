@@ -1,7 +1,7 @@
 """ExecuTorch: ``.pte`` programs with the XNNPACK delegate (PyTorch's own on-device runtime), fp32 and
 int8 (PT2E quantisation with XNNPACK's quantizer: per-channel symmetric int8 weights, int8
 activations; conv1 kept in fp32, see FLOAT_LAYERS), run through ExecuTorch's Python bindings in a
-worker process of their own (``own_process``: its XNNPACK runtime can segfault beside torch, see
+worker process of their own (``load``: its XNNPACK runtime can segfault beside torch, see
 isolated.py). The file holds a batch-1 program (what a device
 runs): larger batches are run image by image. The metadata is written beside it (``<file>.json``)."""
 
@@ -23,6 +23,7 @@ from squeezelab.deploy.backends import (
     register,
     write_sidecar,
 )
+from squeezelab.deploy.backends import isolated
 from squeezelab.errors import WeightsError
 
 
@@ -33,7 +34,6 @@ class ExecuTorch(Backend):
     packages = ("executorch.exir", "executorch.backends.xnnpack.partition.xnnpack_partitioner")
     extra = "edge"
     precisions = ("fp32", "int8")
-    own_process = True
 
     def available(self):
         import importlib.util
@@ -63,6 +63,9 @@ class ExecuTorch(Backend):
         kept = {"float_layers": list(FLOAT_LAYERS)} if precision == "int8" else {}
         write_sidecar(out, metadata | {"precision": precision} | kept)
         return out
+
+    def load(self, path, *, threads=1, precision=None):
+        return isolated.load(self.name, path, threads=threads, precision=precision)
 
     def load_here(self, path, *, threads=1, precision=None):
         try:
