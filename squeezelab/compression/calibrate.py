@@ -25,7 +25,7 @@ def _calibration(data, images: int, seed: int, device, where: str) -> list[torch
 
 
 class _Reached(Exception):
-    """Raised by the hook once the layer being corrected has its input (stops the forward there)."""
+    """Raised by the hook once the layer in question has its input or output (stops the forward there)."""
 
 
 def _grab(inputs: list, x: torch.Tensor):
@@ -49,19 +49,11 @@ def correct_bias_(model: nn.Module, reference: dict[str, torch.Tensor], data, im
         layer = modules[name]
         if getattr(layer, "bias", None) is None or not isinstance(layer, nn.Conv2d):
             continue
-        inputs: list[torch.Tensor] = []
-        handle = layer.register_forward_pre_hook(lambda m, args: _grab(inputs, args[0]))
         shift = torch.zeros_like(layer.bias)
-        for x in batches:
-            inputs.clear()
-            try:
-                model(x)
-            except _Reached:  # the layer's input is all this needs: the rest of the network is not run
-                pass
-            diff = nn.functional.conv2d(inputs[0], original - layer.weight, None, layer.stride, layer.padding,
-                                        layer.dilation, layer.groups)
+        for x in batches:  # the layer's input is all this needs: the rest of the network is not run
+            diff = nn.functional.conv2d(_captured(model, layer, x, output=False), original - layer.weight, None,
+                                        layer.stride, layer.padding, layer.dilation, layer.groups)
             shift += diff.mean(dim=(0, 2, 3)) * len(x)
-        handle.remove()
         layer.bias += shift / sum(len(x) for x in batches)
     model.train(was_training)
 

@@ -13,6 +13,7 @@ no calibration images for int8, a format that cannot take the model) is listed w
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +33,7 @@ class Engine:
     threads: int
     run: Callable[[np.ndarray], object]
     # (x, n) -> seconds of each of n calls, timed where the runtime runs (a worker process for ExecuTorch)
-    timer: Callable[[np.ndarray, int], list[float]] | None = None
-
-    def time_calls(self, x: np.ndarray, n: int) -> list[float]:
-        from squeezelab.deploy.backends import time_calls
-
-        return self.timer(x, n) if self.timer else time_calls(self.run, x, n)
+    time_calls: Callable[[np.ndarray, int], list[float]]
 
 
 def engine_names() -> list[str]:
@@ -78,6 +74,7 @@ class Files:
 
 def build_engines(weights: str, names: list[str], threads: list[int], files: Files) -> tuple[list[Engine], dict]:
     """-> (engines ready to time, {engine: why it cannot run here})."""
+    from squeezelab.deploy.backends import time_calls
     from squeezelab.deploy.backends.torch_eager import runner
     from squeezelab.deploy.graph import load_model
 
@@ -86,7 +83,8 @@ def build_engines(weights: str, names: list[str], threads: list[int], files: Fil
     for name in names:
         for n in threads:
             if name in TORCH_ENGINES:
-                out.append(Engine(name, n, runner(copy.deepcopy(net), name.removeprefix("torch-"))))
+                run = runner(copy.deepcopy(net), name.removeprefix("torch-"))
+                out.append(Engine(name, n, run, functools.partial(time_calls, run)))
                 continue
             backend, precision = _split(name)
             reason = backend.available()
