@@ -165,6 +165,10 @@ def main() -> None:
     ch.add_argument("--class-map", required=True, help="synset_words.txt: Tiny's wnids -> the 1000 ImageNet classes")
     ch.add_argument("--heldout", type=int, default=1000, help="held-out training images (of the 2%% of train held out, seed 0)")
     ch.add_argument("--final-data-dir", help="score the chosen file once on this image-list folder (reporting)")
+    ch.add_argument("--allocations", help="allocations.json (scripts/allocate_rates.py): their recipes are the "
+                    "candidates, beside ECQ + GPTQ with one rate weight for every layer (--uniform-rates)")
+    ch.add_argument("--uniform-rates", default="", help="comma-separated rate weights (with --allocations)")
+    ch.add_argument("--fp16-biases", action="store_true", help="store biases as float16 (code.raw_float16)")
     ch.add_argument("-o", "--out", required=True)
     for p in (c, ch):
         p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: studies may share the cores)")
@@ -341,13 +345,15 @@ def choose(args) -> None:
     reference = logits_of(model_from_weights(w), x)
     base = scores(reference, reference, held.labels)
     rows = [{"candidate": "8-bit source (authors' file)", "bytes": None, **base}]
-    for name, sections in CHOICES.items():
+    for name, sections in _choices(args).items():
         t = time.perf_counter()
         net = methods.apply_one_shot(OneShotRecipe(**sections), model_from_weights(w),
                                      Context(seed=0, data=(train, preset)))
         path = out / (name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus") + ".sqz")
         header = sqz_header(w, {"recipe": name, "chosen_on": f"{len(held)} held-out Tiny ImageNet training images"})
-        path.write_bytes(sqz.write_sqz(net.state_dict(), header, coder="auto"))
+        path.write_bytes(sqz.write_sqz(net.state_dict(), header, coder="auto", raw_float16=args.fp16_biases))
+        if args.fp16_biases:  # scored as decoded from the file's own bytes
+            net = model_from_weights(load_weights(path))
         logits = logits_of(net, x)
         r = scores(logits, reference, held.labels)
         r["p_top1"] = mcnemar(logits.argmax(1) == held.labels, reference.argmax(1) == held.labels)
@@ -364,6 +370,18 @@ def choose(args) -> None:
         final = final_score(w, out / chosen["file"], args.final_data_dir)
     (out / "choose.json").write_text(json.dumps({"rows": rows, "chosen": chosen, "final": final}, indent=1))
     print("chosen:", chosen and chosen["candidate"], "| final:", final)
+
+
+def _choices(args) -> dict[str, dict]:
+    """The candidates: CHOICES, or (--allocations) the per-layer rate allocations and uniform rates."""
+    if not args.allocations:
+        return CHOICES
+    out = {f"ECQ 7 (conv1 8) rate {r} + GPTQ": dict(ecq=ECQConfig(bits={"conv1": 8, "default": 7}, rate_weight=float(r),
+                                                              reconstruct="gptq"))
+           for r in filter(None, args.uniform_rates.split(","))}
+    for a in json.loads(Path(args.allocations).read_text())["allocations"]:
+        out[f"ECQ per-layer rates for {a['target']} + GPTQ"] = dict(ecq=ECQConfig(**a["ecq"]))
+    return out
 
 
 def mcnemar(a: torch.Tensor, b: torch.Tensor) -> float:
