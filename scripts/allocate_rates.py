@@ -3,8 +3,8 @@ layer from a sensitivity scan").
 
 One rate weight for every layer (``ecq.rate_weight: 0.01``) spends the same normalised error per bit
 everywhere, but the layers differ by two orders of magnitude in what a coded byte is worth: at rate 0.01
-fire2.expand1x1 saves 1.3 KB for a KL of 0.009 to the 8-bit network, fire8.expand3x3 saves 18.5 KB for
-0.002. ``scan`` measures, for every layer ALONE and every rate weight on a grid, the layer's coded bytes
+fire2.expand1x1 saves 1.3 KB for a KL of 0.009 to the 8-bit network, fire8.expand3x3 saves 18.6 KB for
+0.002 (results/rate_accuracy/scan.json). ``scan`` measures, for every layer ALONE and every rate weight on a grid, the layer's coded bytes
 and the KL of the whole network to the 8-bit one on held-out images (ECQ codebook, GPTQ re-rounding
 priced by ECQ's code rates, least-squares codebook and bias: the ``ecq.reconstruct: gptq`` step for that
 layer, on the same 256 calibration images). ``allocate`` then picks, for a Lagrange multiplier lambda,
@@ -16,8 +16,8 @@ the grid's rate weights at 7 bits (conv1 8), or the 8-bit source's codes kept (`
     python scripts/allocate_rates.py scan --weights ../shared/data/squeezenet-deep-compression/compressed_SqueezeNet.net \\
         --tiny-dir ../shared/data/tiny-imagenet-200 --class-map ../shared/data/imagenet-val-300/synset_words.txt \\
         -o results/rate_accuracy/scan.json
-    python scripts/allocate_rates.py allocate results/rate_accuracy/scan.json --targets 285000,310000,... \\
-        -o results/rate_accuracy/allocations.json
+    python scripts/allocate_rates.py allocate results/rate_accuracy/scan.json --overhead 9802 \\
+        --targets 311000,331000,360000,395000,410000,442000 -o results/rate_accuracy/allocations.json
 
 Images: calibration = 256 Tiny ImageNet training images (seed 0, the pipeline's own choice); the scan's
 KL = held-out Tiny training images 1000..1000+n (the 2% held out, seed 0); images 0..999 of that split
@@ -145,7 +145,8 @@ def scan(args) -> None:
     rates = [float(r) for r in args.rates.split(",")]
     w = load_weights(args.weights)
     preset = get_preset(w.preset)
-    common = dict(preset=preset.name, val_fraction=0.02, seed=0, in_memory=False, class_map=args.class_map)
+    common = {"preset": preset.name, "val_fraction": 0.02, "seed": 0, "in_memory": False,
+              "class_map": args.class_map}
     held = load_dataset("tiny-imagenet", args.tiny_dir, "val", **common)
     train = load_dataset("tiny-imagenet", args.tiny_dir, "train", **common)
     images = torch.stack([held[i][0] for i in range(1000, 1000 + args.images)])
