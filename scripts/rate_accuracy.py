@@ -3,13 +3,18 @@ quantisation) against NNCodec (ISO/IEC 15938-17, DeepCABAC with dependent quanti
 source weights, scored on the same images with the same preprocessing (issue 22 section 1).
 
     scripts/install_nncodec.sh /tmp/nnc-site          # NNCodec is a benchmark dependency only
-    PYTHONPATH=/tmp/nnc-site python scripts/rate_accuracy.py \\
+    PYTHONPATH=/tmp/nnc-site python scripts/rate_accuracy.py curve \\
         --weights ../shared/data/squeezenet-deep-compression/compressed_SqueezeNet.net \\
         --data-dir ../shared/data/imagenet-val-300 -o results/rate_accuracy
 
     # choosing a file (section 2): proxies on held-out Tiny ImageNet TRAINING images, never the 300
     python scripts/rate_accuracy.py choose --weights .../compressed_SqueezeNet.net \
         --tiny-dir ../shared/data/tiny-imagenet-200 --class-map .../synset_words.txt -o DIR [--final-data-dir ...]
+
+    # per-layer rate allocations (scripts/allocate_rates.py) judged the same way, beside one rate for all
+    # layers; the files it writes go on the curve with --extra
+    python scripts/rate_accuracy.py choose ... --allocations results/rate_accuracy/allocations.json \
+        --uniform-rates 0.02,0.01,0.005 --fp16-biases -o DIR
 
 ``curve``: every point is one-shot (no retraining, no calibration) from the authors' 8-bit file, so the coders and
 quantisers are compared as they are; --extra adds finished .sqz files (e.g. the committed 6-bit one) as
