@@ -28,7 +28,6 @@ reports.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 
 from squeezelab.compression import calibrate as cal
-from squeezelab.compression.ecq import ecq_tensor
+from squeezelab.compression.ecq import code_price, ecq_tensor
 from squeezelab.compression.layers import weight_layers
 from squeezelab.data import get_preset, load_dataset
 from squeezelab.weights import load_weights, model_from_weights, sqz
@@ -129,16 +128,10 @@ def _moments(model, layers: dict, batches) -> dict:
 def quantised(weight: torch.Tensor, bits: int, rate: float, moments) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer through ``ecq`` + ``reconstruct: gptq`` as the pipeline does it for a layer whose inputs
     are the original network's: ECQ codebook, GPTQ re-rounding priced by ECQ's code rates, least-squares
-    codebook, bias from the means. -> (weight, bias)."""
-    cxx, cxt, mx, mt = moments
+    codebook, bias from the means (``calibrate.solve_layer``). -> (weight, bias)."""
     s = ecq_tensor(weight, bits, rate)
-    codes = s.codes.flatten()
-    kept = codes != 0 if s.zero else torch.ones_like(codes, dtype=torch.bool)
-    counts = torch.bincount(codes[kept], minlength=s.codebook.numel()).double()
-    penalty = rate * float(weight.flatten()[kept].var()) * -(counts.clamp(min=1) / counts.sum()).log2()
-    s = dataclasses.replace(s, codes=cal._gptq_codes(s, weight, cxx, penalty=penalty if rate > 0 else None))
-    wq = cal._codebook_lsq(s, cxx, cxt, 1e-3)[s.codes]
-    return wq, (mt - wq.reshape(wq.shape[0], -1).double() @ mx).float()
+    _, wq, bias = cal.solve_layer(s, weight, moments, penalty=code_price(weight, s, rate) if rate > 0 else None)
+    return wq, bias.float()
 
 
 def scan(args) -> None:

@@ -234,6 +234,20 @@ def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01,
     return out.view(target.shape).to(s.codes.device)
 
 
+def solve_layer(s, target: torch.Tensor, moments, ridge: float = 1e-3, codes: bool = True,
+                penalty: torch.Tensor | None = None):
+    """One layer's step of ``reconstruct_`` from its input / output moments (``_Moments.solved()``): the
+    ``target`` weights GPTQ-rounded onto the codebook of ``s`` (``codes``; ``penalty`` as _gptq_codes),
+    then the codebook and the bias solved by least squares. -> (new Shared, weight, bias float64)."""
+    cxx, cxt, mx, mt = moments
+    if codes:  # GPTQ rounding of the original weights onto the codebook, then the codebook re-solved
+        s = dataclasses.replace(s, codes=_gptq_codes(s, target, cxx, penalty=penalty))
+    codebook = _codebook_lsq(s, cxx, cxt, ridge)
+    weight = codebook[s.codes.cpu()]
+    bias = mt - weight.reshape(weight.shape[0], -1).double() @ mx
+    return dataclasses.replace(s, codebook=codebook.to(s.codebook.device)), weight, bias
+
+
 @torch.no_grad()
 def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, images: int, seed: int,
                  where: str = "share", ridge: float = 1e-3, codes: bool = False,
@@ -260,17 +274,11 @@ def reconstruct_(model: nn.Module, original: nn.Module, shared: dict, data, imag
             for xq, xo in zip(xs_q, xs_o):
                 moments.add(_rows(layer, _captured(run_q, layer, xq, output=False)),
                             _out_rows(_captured(run_o, originals[name], xo, output=True)))
-            cxx, cxt, mx, mt = moments.solved()
-            s = shared[name]
-            if codes:  # GPTQ rounding of the original weights onto the codebook, then the codebook re-solved
-                s = dataclasses.replace(s, codes=_gptq_codes(s, originals[name].weight.detach(), cxx,
-                                                             penalty=(penalties or {}).get(name)))
-            codebook = _codebook_lsq(s, cxx, cxt, ridge)
-            out[name] = dataclasses.replace(s, codebook=codebook.to(s.codebook.device))
-            weight = codebook[s.codes.cpu()]
+            out[name], weight, bias = solve_layer(shared[name], originals[name].weight.detach(), moments.solved(),
+                                                  ridge, codes, (penalties or {}).get(name))
             layer.weight.copy_(weight.to(layer.weight))
             if getattr(layer, "bias", None) is not None:
-                layer.bias.copy_((mt - weight.reshape(weight.shape[0], -1).double() @ mx).to(layer.bias))
+                layer.bias.copy_(bias.to(layer.bias))
         if stage is not None and stage != "forward_head":
             xs_q, xs_o = [run_q(x) for x in xs_q], [run_o(x) for x in xs_o]
     model.train(was_training)

@@ -83,6 +83,16 @@ def ecq_tensor(weight: torch.Tensor, bits: int, rate_weight: float) -> Shared:
     return Shared(codebook, codes.to(weight.device), zero)
 
 
+def code_price(weight: torch.Tensor, s: Shared, rate_weight: float) -> torch.Tensor:
+    """Per code of ``s``: rate_weight x var(layer) x -log2 of the code's frequency among the kept weights
+    (squared-error units, as ``ecq_1d`` prices them); the pruned zero is not counted."""
+    w = weight.detach().float().cpu().flatten()
+    codes = s.codes.flatten().cpu()
+    kept = codes != 0 if s.zero else torch.ones_like(codes, dtype=torch.bool)  # (after any pruning)
+    counts = torch.bincount(codes[kept], minlength=s.codebook.numel()).double()
+    return rate_weight * float(w[kept].var()) * -(counts.clamp(min=1) / counts.sum()).log2()
+
+
 @dataclass(frozen=True)
 class ECQSpec(ShareSpec):
     """ShareSpec's bits (the most codes) and layers, plus the rate weight per layer ({pattern: value,
@@ -123,18 +133,9 @@ class ECQMethod(QuantiserMethod):
         return {name: ecq_tensor(modules[name].weight, bits, rates[name]) for name, bits in targets.items()}
 
     def rate_penalties(self, model: nn.Module, spec: ECQSpec, shared: dict[str, Shared]) -> dict[str, torch.Tensor]:
-        """ECQ's own price of each code (rate_weight x var(layer) x -log2 of the code's frequency), so GPTQ
-        re-rounding (``reconstruct: gptq``) keeps the entropy ECQ bought; the pruned zero costs nothing."""
+        """ECQ's own price of each code (``code_price``), so GPTQ re-rounding (``reconstruct: gptq``) keeps
+        the entropy ECQ bought."""
         modules, rates = dict(model.named_modules()), spec.rate_weights(shared)
-        out = {}
-        for name, s in shared.items():
-            w = modules[name].weight.detach().float().cpu().flatten()
-            codes = s.codes.flatten().cpu()
-            kept = codes != 0 if s.zero else torch.ones_like(codes, dtype=torch.bool)  # (after any pruning)
-            counts = torch.bincount(codes[kept], minlength=s.codebook.numel()).double()
-            bits = -(counts.clamp(min=1) / counts.sum()).log2()
-            out[name] = rates[name] * float(w[kept].var()) * bits
-        return out
-
+        return {name: code_price(modules[name].weight, s, rates[name]) for name, s in shared.items()}
 
 register(ECQMethod())
