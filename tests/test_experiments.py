@@ -541,3 +541,30 @@ def test_names_from_files_cannot_inject_markup_or_break_the_plots(tmp_path):
     assert "<img src=x" not in md and "&lt;img src=x" in md and "<img src=x" not in page
     for png in ("accuracy_vs_size.png", "learning_curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_worker_that_loses_the_schema_creation_race_retries(monkeypatch):
+    """Two workers on a fresh PostgreSQL database both CREATE Optuna's schema; the loser's unique
+    violation is retried (the schema then exists), anything else and a persistent failure are raised."""
+    import sqlalchemy as sa
+
+    from squeezelab.experiments import sweep
+
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    calls = []
+
+    def lost_once():
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.IntegrityError("CREATE TYPE studydirection", {}, Exception("duplicate key"))
+        return "storage"
+
+    assert sweep._with_schema_retry(lost_once) == "storage" and len(calls) == 2
+
+    def always():
+        raise sa.exc.ProgrammingError("CREATE TABLE studies", {}, Exception("already exists"))
+
+    with pytest.raises(sa.exc.ProgrammingError):
+        sweep._with_schema_retry(always, attempts=3)
+    with pytest.raises(ValueError):
+        sweep._with_schema_retry(lambda: (_ for _ in ()).throw(ValueError("other")))

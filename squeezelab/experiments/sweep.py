@@ -88,15 +88,30 @@ def open_study(study: Study, opts: SweepOptions):
     url = storage_url(opts.storage, opts.out)
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=opts.heartbeat,
-                                             grace_period=3 * opts.heartbeat)
+        storage = _with_schema_retry(lambda: optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=opts.heartbeat, grace_period=3 * opts.heartbeat))
     except (sa.exc.OperationalError, sa.exc.ArgumentError, ImportError, ValueError) as err:
         # ValueError: a URL sqlalchemy cannot parse (postgresql://u@h:notaport/db)
         raise ConfigError(f"--storage {opts.storage or url}: cannot open ({str(err).splitlines()[0]})") from None
     name = f"{study.name}:{study.scale}:{study.digest}"
     ostudy = optuna.create_study(study_name=name, storage=storage, load_if_exists=True, direction="maximize",
                                  sampler=_sampler(study))
-    return ostudy, Claims(storage.engine, name)
+    return ostudy, _with_schema_retry(lambda: Claims(storage.engine, name))
+
+
+def _with_schema_retry(make, attempts: int = 5):
+    """``make()``, again after a pause when it lost a race to create the schema: workers started together
+    on a fresh PostgreSQL database each create Optuna's tables and types, and the loser's CREATE fails with
+    a unique violation (or "already exists") although the schema is then there for it to use."""
+    import sqlalchemy as sa
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _sampler(study: Study):
