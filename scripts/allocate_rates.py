@@ -54,10 +54,14 @@ def main() -> None:
     s.add_argument("--rates", default=",".join(map(str, RATES)))
     s.add_argument("--images", type=int, default=300, help="held-out images for the KL (from index 1000)")
     s.add_argument("--layers", default="*", help="comma-separated layer names (default: every weight layer)")
+    s.add_argument("--zeros", choices=("fixed", "free"), default="fixed",
+                   help="ecq.zeros: free lets the priced rounding round kept weights of pruned layers to zero")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("-o", "--out", required=True)
     a = sub.add_parser("allocate", help="per-layer rate weights for target sizes, from a scan")
-    a.add_argument("scan")
+    a.add_argument("scan", nargs="+", help="scan files; a layer in a later one replaces it in an earlier one (a "
+                   "--zeros free scan of the pruned layers over a fixed one of all: free changes nothing on "
+                   "dense layers)")
     a.add_argument("--targets", required=True, help="comma-separated predicted file sizes in bytes")
     a.add_argument("--overhead", type=int, default=0, help="bytes of the file outside the scanned weights")
     a.add_argument("-o", "--out", required=True)
@@ -125,12 +129,13 @@ def _moments(model, layers: dict, batches) -> dict:
     return {n: m.solved() for n, m in moments.items()}
 
 
-def quantised(weight: torch.Tensor, bits: int, rate: float, moments) -> tuple[torch.Tensor, torch.Tensor]:
+def quantised(weight: torch.Tensor, bits: int, rate: float, moments,
+              zeros: str = "fixed") -> tuple[torch.Tensor, torch.Tensor]:
     """One layer through ``ecq`` + ``reconstruct: gptq`` as the pipeline does it for a layer whose inputs
     are the original network's: ECQ codebook, GPTQ re-rounding priced by ECQ's code rates, least-squares
     codebook, bias from the means (``calibrate.solve_layer``). -> (weight, bias)."""
     s = ecq_tensor(weight, bits, rate)
-    _, wq, bias = cal.solve_layer(s, weight, moments, penalty=code_price(weight, s, rate) if rate > 0 else None)
+    _, wq, bias = cal.solve_layer(s, weight, moments, penalty=code_price(weight, s, rate, zeros) if rate > 0 else None)
     return wq, bias.float()
 
 
@@ -151,12 +156,13 @@ def scan(args) -> None:
         layers = {n: layers[n] for n in args.layers.split(",")}
     t0 = time.time()
     moments = _moments(model, layers, cal._calibration((train, preset), 256, 0, torch.device("cpu"), "scan"))
-    out = {"rates": rates, "images": args.images, "bits": BITS, "conv1_bits": CONV1_BITS, "layers": {}}
+    out = {"rates": rates, "images": args.images, "bits": BITS, "conv1_bits": CONV1_BITS, "zeros": args.zeros,
+           "layers": {}}
     for name, layer in layers.items():
         weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
         rows = []
         for rate in rates:
-            wq, bq = quantised(weight, CONV1_BITS if name == "conv1" else BITS, rate, moments[name])
+            wq, bq = quantised(weight, CONV1_BITS if name == "conv1" else BITS, rate, moments[name], args.zeros)
             with torch.no_grad():
                 layer.weight.copy_(wq)
                 layer.bias.copy_(bq)
@@ -196,15 +202,29 @@ def frontier(scan: dict, overhead: int) -> list[dict]:
     return out
 
 
-def section(picks: dict, conv1_bits: int, bits: int) -> dict:
-    """An ``ecq`` config section for these picks: per-layer bits and rate weights."""
+def section(picks: dict, conv1_bits: int, bits: int, zeros: str = "fixed") -> dict:
+    """An ``ecq`` config section for these picks: per-layer bits and rate weights (and the scan's zeros)."""
     bits_map = {n: (SOURCE_BITS if r is None else conv1_bits if n == "conv1" else bits) for n, r in picks.items()}
     rate_map = {n: (0.0 if r is None else r) for n, r in picks.items()}
-    return {"bits": bits_map, "rate_weight": rate_map, "reconstruct": "gptq"}
+    out = {"bits": bits_map, "rate_weight": rate_map, "reconstruct": "gptq"}
+    return out | ({"zeros": zeros} if zeros != "fixed" else {})
+
+
+def merged(scans: list[dict]) -> dict:
+    """One scan from several: the later scans' layers replace the earlier ones' (same bits, images and
+    rate grid), the last one's zeros."""
+    out = dict(scans[0], layers=dict(scans[0]["layers"]))
+    for s in scans[1:]:
+        keys = ("bits", "conv1_bits", "images", "rates")
+        if [s[k] for k in keys] != [out[k] for k in keys]:
+            raise SystemExit("allocate: the scans differ in bits, images or rates; they cannot be merged")
+        out["layers"].update(s["layers"])
+        out["zeros"] = s.get("zeros", "fixed")
+    return out
 
 
 def allocate_cmd(args) -> None:
-    scan_ = json.loads(Path(args.scan).read_text())
+    scan_ = merged([json.loads(Path(p).read_text()) for p in args.scan])
     points = frontier(scan_, args.overhead)
     chosen = []
     for target in (int(t) for t in args.targets.split(",")):
@@ -214,7 +234,8 @@ def allocate_cmd(args) -> None:
             continue
         best = min(fits, key=lambda p: p["kl_sum"])
         chosen.append({"target": target, "predicted_bytes": best["bytes"], "predicted_kl": best["kl_sum"],
-                       "lambda": best["lambda"], "ecq": section(best["picks"], scan_["conv1_bits"], scan_["bits"])})
+                       "lambda": best["lambda"], "ecq": section(best["picks"], scan_["conv1_bits"], scan_["bits"],
+                                                              scan_.get("zeros", "fixed"))})
         print(f"target {target:,}: predicted {best['bytes']:,} B, KL sum {best['kl_sum']:.4f}")
     Path(args.out).write_text(json.dumps({"scan": args.scan, "overhead": args.overhead, "allocations": chosen},
                                          indent=1))

@@ -161,6 +161,8 @@ def main() -> None:
     c.add_argument("--weights", required=True, help="the source: the authors' compressed_SqueezeNet.net")
     c.add_argument("--data-dir", required=True, help="an image-list folder (imagenet-val-300)")
     c.add_argument("--extra", nargs="*", default=[], help=".sqz files to score as they are")
+    c.add_argument("--keep-files", action="store_true", help="keep the '.sqz file' rows already in points.json "
+                   "whose files are not passed with --extra this time (scored earlier on the same images)")
     c.add_argument("--calib-tiny-dir", help="Tiny ImageNet: adds the points calibrated on its training images (GPTQ)")
     c.add_argument("--class-map", help="synset_words.txt (with --calib-tiny-dir)")
     c.add_argument("-o", "--out", required=True)
@@ -173,6 +175,8 @@ def main() -> None:
     ch.add_argument("--allocations", help="allocations.json (scripts/allocate_rates.py): their recipes are the "
                     "candidates, beside ECQ + GPTQ with one rate weight for every layer (--uniform-rates)")
     ch.add_argument("--uniform-rates", default="", help="comma-separated rate weights (with --allocations)")
+    ch.add_argument("--zeros", choices=("fixed", "free"), default="fixed",
+                    help="ecq.zeros of the --uniform-rates points")
     ch.add_argument("--fp16-biases", action="store_true", help="store biases as float16 (code.raw_float16)")
     ch.add_argument("-o", "--out", required=True)
     for p in (c, ch):
@@ -211,6 +215,9 @@ def curve(args) -> None:
         print(f"{coder:14s} {setting:38s} {n_bytes:9,d} B  top-1 {k1}/{n}  top-5 {k5}/{n}  "
               f"agree {100 * r['agreement']:.1f}%  kl {r['kl']:.4f}  ({time.perf_counter() - t:.0f} s)", flush=True)
         (out / "points.json").write_text(json.dumps({"points": rows}, indent=1))
+    if args.keep_files:
+        seen = {(r["coder"], r["setting"]) for r in rows}
+        rows += [r for key, r in done.items() if key[0] == ".sqz file" and key not in seen]
     meta = {"command": f"python scripts/rate_accuracy.py {args.command} " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
         if v and k not in ("command", "threads")),
@@ -381,11 +388,13 @@ def _choices(args) -> dict[str, dict]:
     """The candidates: CHOICES, or (--allocations) the per-layer rate allocations and uniform rates."""
     if not args.allocations:
         return CHOICES
-    out = {f"ECQ 7 (conv1 8) rate {r} + GPTQ": dict(ecq=ECQConfig(bits={"conv1": 8, "default": 7}, rate_weight=float(r),
-                                                              reconstruct="gptq"))
+    zeros = "" if args.zeros == "fixed" else ", zeros free"
+    out = {f"ECQ 7 (conv1 8) rate {r}{zeros} + GPTQ": dict(ecq=ECQConfig(
+        bits={"conv1": 8, "default": 7}, rate_weight=float(r), reconstruct="gptq", zeros=args.zeros))
            for r in filter(None, args.uniform_rates.split(","))}
     for a in json.loads(Path(args.allocations).read_text())["allocations"]:
-        out[f"ECQ per-layer rates for {a['target']} + GPTQ"] = dict(ecq=ECQConfig(**a["ecq"]))
+        free = ", zeros free" if a["ecq"].get("zeros") == "free" else ""
+        out[f"ECQ per-layer rates for {a['target']}{free} + GPTQ"] = dict(ecq=ECQConfig(**a["ecq"]))
     return out
 
 

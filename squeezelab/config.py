@@ -299,6 +299,9 @@ class ECQConfig:
     exclude: tuple[str, ...] = ()
     correct_bias: bool = False  # as share.correct_bias (Nagel et al. 2019), on calibration_images training images
     reconstruct: Literal["none", "codebook", "gptq"] = "none"  # as share.reconstruct
+    # "free" (with reconstruct: gptq): the priced rounding may round kept weights of a pruned layer to the
+    # exact zero too, so its sparsity follows the rate (compression/ecq.py); "fixed": only pruned weights
+    zeros: Literal["fixed", "free"] = "fixed"
     calibration_images: int = bound(256, ge=1)
 
     @property
@@ -665,6 +668,8 @@ def config_hash(cfg: RunConfig, length: int = 6) -> str:
     for section, cls in (("prune", PruneConfig), ("share", ShareConfig), ("ecq", ECQConfig), ("distill", DistillConfig)):
         if data.get(section) == config_to_dict(cls()):
             data.pop(section)
+    if data.get("ecq", {}).get("zeros") == "fixed":  # (added later: the default hashes as before)
+        data["ecq"].pop("zeros")
     for section, key in (("model", "weights"), ("data", "class_map")):
         if data[section].get(key) is None:
             data[section].pop(key, None)

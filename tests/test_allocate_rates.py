@@ -27,18 +27,24 @@ def digits():
     return data.subset(torch.arange(64), "train"), get_preset("digits")
 
 
-@pytest.mark.parametrize("layer", ["fire3.expand3x3", "conv10"])
-def test_the_scan_quantises_a_layer_as_the_pipeline_does(digits, layer):
+@pytest.mark.parametrize("layer,zeros", [("fire3.expand3x3", "fixed"), ("conv10", "fixed"), ("conv10", "free")])
+def test_the_scan_quantises_a_layer_as_the_pipeline_does(digits, layer, zeros):
+    from squeezelab.config import PruneConfig
+
     torch.manual_seed(0)
     original = create_model("squeezenet1_0", num_classes=10, base_e=32, incr_e=32).eval()
+    if zeros == "free":  # (free zeros only change a pruned layer)
+        original = methods.apply_one_shot(OneShotRecipe(prune=PruneConfig(density={layer: 0.3})), original)
     ctx = methods.Context(seed=0, data=digits)
     recipe = OneShotRecipe(ecq=ECQConfig(bits=4, rate_weight=0.02, layers=(layer,), reconstruct="gptq",
-                                         calibration_images=64))
+                                         calibration_images=64, zeros=zeros))
     piped = dict(methods.apply_one_shot(recipe, copy.deepcopy(original), ctx).named_modules())[layer]
     modules = dict(original.named_modules())
     moments = allocate_rates._moments(original, {layer: modules[layer]},
                                       calibrate._calibration(digits, 64, 0, torch.device("cpu"), "test"))
-    w, b = allocate_rates.quantised(modules[layer].weight.detach(), 4, 0.02, moments[layer])
+    w, b = allocate_rates.quantised(modules[layer].weight.detach(), 4, 0.02, moments[layer], zeros)
+    if zeros == "free":
+        assert float((w != 0).float().mean()) < 0.3
     assert torch.unique(w).numel() <= 16
     torch.testing.assert_close(w, piped.weight.detach(), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(b, piped.bias.detach(), rtol=1e-4, atol=1e-5)
@@ -48,7 +54,7 @@ def _scan():
     """Three layers with made-up (bytes, KL) options at three rates."""
     def rows(points):
         return [{"rate": r, "bytes": n, "kl": kl} for r, (n, kl) in zip((0.0, 0.01, 0.04), points)]
-    return {"bits": 7, "conv1_bits": 8, "layers": {
+    return {"bits": 7, "conv1_bits": 8, "images": 300, "rates": [0.0, 0.01, 0.04], "layers": {
         "conv1": {"base_bytes": 1000, "rows": rows([(900, 0.001), (600, 0.002), (400, 0.05)])},
         "fire2.squeeze": {"base_bytes": 3000, "rows": rows([(2500, 0.0), (1500, 0.03), (1000, 0.2)])},
         "conv10": {"base_bytes": 9000, "rows": rows([(8000, 0.001), (5000, 0.004), (3000, 0.01)])}}}
@@ -69,3 +75,15 @@ def test_every_allocation_on_the_frontier_is_the_best_of_all_combinations_at_its
     section = allocate_rates.section(frontier[-1]["picks"], 8, 7)
     ECQConfig(**section)  # a section the config accepts as it is
     assert set(section["bits"]) == set(layers) and section["reconstruct"] == "gptq"
+
+
+def test_scans_merge_layer_by_layer_and_refuse_different_grids():
+    a, b = _scan(), _scan()
+    b["layers"] = {"conv10": dict(b["layers"]["conv10"], base_bytes=1)}
+    b["zeros"] = "free"
+    m = allocate_rates.merged([a, b])
+    assert m["layers"]["conv10"]["base_bytes"] == 1 and m["layers"]["conv1"] == a["layers"]["conv1"]
+    assert m["zeros"] == "free" and a["layers"]["conv10"]["base_bytes"] == 9000  # (the inputs are not changed)
+    assert allocate_rates.section({"conv10": 0.01}, 8, 7, m["zeros"])["zeros"] == "free"
+    with pytest.raises(SystemExit, match="cannot be merged"):
+        allocate_rates.merged([a, dict(b, images=a["images"] + 1)])

@@ -197,7 +197,9 @@ def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01,
     in ``target``, or already code 0 in ``s``) stay the exact zero; their error moves on like any other.
     ``penalty`` (per code, in squared weight units: ECQ's rate price x the code's bits) makes the rounding
     entropy-constrained: a weight goes to the code with the least (w - c_j)^2 + penalty_j x u_ii^2 /
-    mean(u^2), GPTQ's output-loss units, so rare codes stay dear as ECQ made them."""
+    mean(u^2), GPTQ's output-loss units, so rare codes stay dear as ECQ made them. With a penalty, the
+    pruned zero (code 0) is a candidate for kept weights too unless its penalty is +inf
+    (``ecq.code_price``'s ``zeros``)."""
     w = target.reshape(target.shape[0], -1).double().cpu().clone()
     # pruned: zero in the target, or code 0 (the zero) in ``s`` after a pruning step of this recipe, whose
     # removed weights then pass their error on to the rest as SparseGPT does
@@ -216,14 +218,14 @@ def _gptq_codes(s, target: torch.Tensor, cxx: torch.Tensor, damp: float = 0.01,
     mids = (values[1:] + values[:-1]) / 2
     codes = torch.zeros_like(w, dtype=torch.int64)
     if penalty is not None:
-        pen = penalty.double().cpu()[first:]
+        pen = penalty.double().cpu()
         scale = u.diagonal() ** 2 / (u.diagonal() ** 2).mean()
     for i in range(d):
         col = w[:, i]
         if penalty is None:
             c = first + rank[torch.bucketize(col.contiguous(), mids)]
         else:
-            c = first + ((col[:, None] - book[None, first:]) ** 2 + pen[None, :] * scale[i]).argmin(1)
+            c = ((col[:, None] - book[None, :]) ** 2 + pen[None, :] * scale[i]).argmin(1)
         if s.zero:
             c = torch.where(pruned[:, i], torch.zeros_like(c), c)
         codes[:, i] = c
