@@ -213,6 +213,7 @@ def section(picks: dict, conv1_bits: int, bits: int, zeros: str = "fixed") -> di
 def merged(scans: list[dict]) -> dict:
     """One scan from several: the later scans' layers replace the earlier ones' (same bits, images and
     rate grid), the last one's zeros."""
+    scans = [dict(s, images=s.get("images", s.get("nscan"))) for s in scans]  # (the first scan.json said nscan)
     out = dict(scans[0], layers=dict(scans[0]["layers"]))
     for s in scans[1:]:
         keys = ("bits", "conv1_bits", "images", "rates")

@@ -41,6 +41,7 @@ def seeds() -> list[bytes]:
     for coder in ("auto", "huffman", "ans", "raw"):
         out.append(sqz.write_sqz(state, {"model": None, "provenance": {"x": "y" * 40}}, coder=coder))
     out.append(sqz.write_sqz(state, {"model": None}, raw_float16=True, index_bits=2))
+    out.append(sqz.write_sqz(state, {"model": None}, codebook_float16=True))  # a version 2.0 file
     return out
 
 

@@ -178,6 +178,7 @@ def main() -> None:
     ch.add_argument("--zeros", choices=("fixed", "free"), default="fixed",
                     help="ecq.zeros of the --uniform-rates points")
     ch.add_argument("--fp16-biases", action="store_true", help="store biases as float16 (code.raw_float16)")
+    ch.add_argument("--fp16-codebooks", action="store_true", help="store codebooks as float16 (code.codebook_float16)")
     ch.add_argument("-o", "--out", required=True)
     for p in (c, ch):
         p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: studies may share the cores)")
@@ -363,8 +364,9 @@ def choose(args) -> None:
                                      Context(seed=0, data=(train, preset)))
         path = out / (name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "plus") + ".sqz")
         header = sqz_header(w, {"recipe": name, "chosen_on": f"{len(held)} held-out Tiny ImageNet training images"})
-        path.write_bytes(sqz.write_sqz(net.state_dict(), header, coder="auto", raw_float16=args.fp16_biases))
-        if args.fp16_biases:  # scored as decoded from the file's own bytes
+        path.write_bytes(sqz.write_sqz(net.state_dict(), header, coder="auto", raw_float16=args.fp16_biases,
+                                       codebook_float16=args.fp16_codebooks))
+        if args.fp16_biases or args.fp16_codebooks:  # scored as decoded from the file's own bytes
             net = model_from_weights(load_weights(path))
         logits = logits_of(net, x)
         r = scores(logits, reference, held.labels)

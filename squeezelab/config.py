@@ -331,6 +331,9 @@ class CodeConfig:
     index_bits: int | None = bound(None, ge=1, le=16)  # relative-index width; None: per tensor, the one that codes smallest
     max_codebook: int = bound(256, ge=0, le=65536)  # tensors with at most this many distinct values: codebook + codes
     raw_float16: bool = False  # biases / BatchNorm as float16 (lossy, ~1e-3 relative); weights unaffected
+    # codebooks of weight-shared layers as float16 (lossy: each value moves by at most 2^-11 of itself; ~2
+    # bytes a code saved); such a file is .sqz version 2.0, which squeezelab before it does not read
+    codebook_float16: bool = False
 
 
 @dataclass(frozen=True)

@@ -254,5 +254,7 @@ def test_ecq_free_zeros_in_the_pipeline_lower_the_pruned_density_and_need_gptq(d
         assert bool((w[w0 == 0] == 0).all()), zeros  # what pruning removed stays removed
         density[zeros] = float((w != 0).float().mean())
     assert abs(density["fixed"] - 0.3) < 0.01 and density["free"] < density["fixed"] - 0.005
-    with pytest.raises(ConfigError, match="zeros: free needs ecq.reconstruct: gptq"):
-        methods.methods()["ecq"].check(ECQConfig(bits=4, rate_weight=0.05, zeros="free"), dense)
+    for use in (lambda e: methods.methods()["ecq"].check(e, dense),
+                lambda e: methods.apply_one_shot(OneShotRecipe(ecq=e), copy.deepcopy(dense))):
+        with pytest.raises(ConfigError, match="zeros: free needs ecq.reconstruct: gptq"):
+            use(ECQConfig(bits=4, rate_weight=0.05, zeros="free"))

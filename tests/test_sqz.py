@@ -69,6 +69,26 @@ def test_float16_option_is_the_only_lossy_one():
     assert torch.equal(back["w"], state["w"])  # codebook values stay exact
 
 
+def test_float16_codebooks_round_each_code_once_and_mark_the_file_version_2():
+    torch.manual_seed(0)
+    book = torch.randn(40) * 0.05
+    w = book[torch.randint(0, 40, (64, 32))]
+    w[torch.rand(64, 32) < 0.7] = 0  # sparse, as a pruned layer: the zero stays an exact code
+    state = {"w": w, "b": torch.randn(64)}
+    exact, narrow = sqz.write_sqz(state, {}), sqz.write_sqz(state, {}, codebook_float16=True)
+    assert struct.unpack_from("<HH", exact, 8) == (1, 0) and struct.unpack_from("<HH", narrow, 8) == (2, 0)
+    back = sqz.read_sqz(narrow).state_dict()
+    assert back["w"].dtype == torch.float32 and torch.equal(back["w"], w.half().float())
+    assert torch.equal(back["b"], state["b"])  # raw values stay exact unless raw_float16
+    assert float(((back["w"] - w).abs() / w.abs().clamp(min=1e-30)).max()) <= 2 ** -11
+    k = int(torch.unique(w).numel())
+    assert len(exact) - len(narrow) == 2 * k  # two bytes a code, nothing else changes
+    # a version-1 file cannot hold one: the same bytes labelled 1.0 are refused as corrupt
+    relabelled = _with_crc(narrow[:8] + struct.pack("<HH", 1, 0) + narrow[12:-4])
+    with pytest.raises(WeightsError, match="float16 codebook in a version 1 file"):
+        sqz.read_sqz(relabelled)
+
+
 @pytest.fixture(scope="module")
 def net_state(shared_data):
     return deep_compression.decode((shared_data.joinpath(*NET)).read_bytes())

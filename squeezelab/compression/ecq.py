@@ -138,14 +138,14 @@ class ECQMethod(QuantiserMethod):
     summary = "entropy-constrained scalar quantisation: codebooks chosen for error + lambda x coded bits"
 
     def spec(self, e, seed: int = 0) -> ECQSpec:
+        if e.zeros == "free" and e.reconstruct != "gptq":  # (here: every path, one-shot or training, builds one)
+            raise ConfigError("ecq.zeros: free needs ecq.reconstruct: gptq (the zeros are chosen by its rounding)")
         return ECQSpec(e.bits, e.layers, e.exclude, seed=seed, rate_weight=e.rate_weight, zeros=e.zeros)
 
     def check(self, e, model: nn.Module) -> None:
         spec = self.spec(e)
         spec.targets(model)
         spec.rate_weights(weight_layers(model, spec.layers, spec.exclude))
-        if e.zeros == "free" and e.reconstruct != "gptq":
-            raise ConfigError("ecq.zeros: free needs ecq.reconstruct: gptq (the zeros are chosen by its rounding)")
 
     def shared_layers(self, model: nn.Module, section, spec: ECQSpec, importance) -> dict[str, Shared]:
         modules, targets = dict(model.named_modules()), spec.targets(model)

@@ -78,7 +78,8 @@ def write_sqz_file(dst: Path, weights: LoadedWeights, recipe=None, *, provenance
     header = sqz_header(weights, {**(provenance or {}),
                                   "recipe": config_to_dict(recipe) if recipe is not None else None})
     data = sqz.write_sqz(state, header, coder=code.coder, index_bits=code.index_bits or "auto",
-                         max_codebook=code.max_codebook, raw_float16=code.raw_float16)
+                         max_codebook=code.max_codebook, raw_float16=code.raw_float16,
+                         codebook_float16=code.codebook_float16)
     _write_atomic(dst, data)
     return dst
 

@@ -20,6 +20,10 @@ smallest unless the caller says). Layout, little-endian (version 1.0)::
                (sparse), the code stream (codebook) or raw values
     checksum   u32 CRC-32 of everything before it
 
+Version 2.0 (written only by a file that uses it, so every other file stays 1.0 and older readers keep
+reading it): a codebook may be stored in the narrower stored dtype (float16 codebooks of float32
+weights, ``codebook_float16``, lossy); a 1.x reader refuses such a file by its version.
+
 Sparse positions: entry i sits gap_i + 1 places after entry i-1 (the first counted from -1), gaps
 < 2^index_bits; a longer gap is bridged by filler entries of value 0, as in the paper's file.
 
@@ -45,6 +49,8 @@ from squeezelab.errors import WeightsError
 
 MAGIC = b"\x89SQZ\r\n\x1a\n"
 VERSION = (1, 0)
+NARROW_BOOK_VERSION = (2, 0)  # what a file with a float16 codebook is written as
+READS = (1, 2)  # the majors this reader knows
 # Decoded tensors may take at most this many bytes per byte of file: a 6-bit SqueezeNet expands
 # 11x, Deep Compression's AlexNet 35x, a 1%-dense layer ~400x per layer (but not a whole model).
 MAX_EXPANSION = 256
@@ -79,10 +85,10 @@ class TensorRecord:
     name: str
     dtype: torch.dtype
     shape: tuple[int, ...]
-    stored: torch.dtype | None = None  # dtype of raw values as stored (float16 for float32: lossy); None: dtype
+    stored: torch.dtype | None = None  # dtype of raw values / codebook as stored (float16 for float32: lossy)
     index_bits: int | None = None  # None: dense
     entries: int = 0  # stored entries (sparse: non-zeros + fillers; dense: numel)
-    codebook: np.ndarray | None = None  # values of the tensor's dtype (numpy view), None: raw values
+    codebook: np.ndarray | None = None  # values of the stored dtype (numpy view), None: raw values
     gaps: Stream | None = None
     values: Stream | None = None  # codes (codebook) or raw bytes
 
@@ -107,7 +113,7 @@ class TensorRecord:
 
     def sizes(self) -> dict[str, int]:
         """Exact bytes of each part of this tensor in the payload."""
-        itemsize = DTYPES[DTYPE_IDS[self.dtype]][1].itemsize
+        itemsize = DTYPES[DTYPE_IDS[self.store_dtype]][1].itemsize
         return {"codebook": 0 if self.codebook is None else self.codebook.size * itemsize,
                 "index": len(self.gaps.data) if self.gaps else 0, "values": len(self.values.data)}
 
@@ -125,13 +131,16 @@ class SqzFile:
 
 
 def encode_tensor(name: str, tensor: torch.Tensor, *, coder: str = "auto", index_bits: int | str = "auto",
-                  max_codebook: int = 256, layout: str = "auto", raw_float16: bool = False) -> TensorRecord:
+                  max_codebook: int = 256, layout: str = "auto", raw_float16: bool = False,
+                  codebook_float16: bool = False) -> TensorRecord:
     """Lossless encoding of one tensor, in the smallest of the forms allowed.
 
     ``max_codebook``: at most this many distinct values -> codebook + codes (an already weight-shared
     layer; 0 disables). ``layout``: auto | dense | sparse. ``index_bits``: auto (the width whose
     estimated total is smallest) or 1..16. ``raw_float16``: float32/64 values that are not in a
-    codebook (biases, BatchNorm) are stored as float16 — the one lossy option, off by default."""
+    codebook (biases, BatchNorm) are stored as float16 — lossy, off by default; ``codebook_float16``:
+    the codebooks of float32/64 tensors likewise (a weight-shared layer's values move by at most 2^-11
+    of themselves; values that round together share a code)."""
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype not in DTYPE_IDS:
         raise WeightsError(f"{name}: dtype {tensor.dtype} cannot be stored in .sqz")
@@ -139,6 +148,12 @@ def encode_tensor(name: str, tensor: torch.Tensor, *, coder: str = "auto", index
     flat = _as_numpy(tensor).ravel()
     rec = TensorRecord(name, tensor.dtype, tuple(int(d) for d in tensor.shape))
     book, codes = _codebook(flat, max_codebook)
+    if book is not None and codebook_float16 and tensor.dtype in (torch.float32, torch.float64):
+        narrow = book.astype(np.float16)
+        if np.isfinite(narrow).all() or not np.isfinite(book).all():  # (never turn a large value into inf)
+            book, merged = np.unique(narrow, return_inverse=True)  # ascending; codes follow
+            codes, rec.stored = merged.reshape(-1)[codes], torch.float16
+            flat = book[codes].astype(npdtype)  # what the file holds: the layout is chosen for these values
     nonzero = np.flatnonzero(flat.view(_bits_dtype(npdtype)) != 0)  # -0.0 is stored, so bitwise
     bits = _choose_index_bits(nonzero, codes, flat.size, index_bits, layout, npdtype.itemsize)
     if bits is None:
@@ -228,10 +243,12 @@ def _with_fillers(nonzero: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarra
 
 
 def write_sqz(state: dict[str, torch.Tensor], header: dict[str, Any], *, coder: str = "auto",
-              index_bits: int | str = "auto", max_codebook: int = 256, raw_float16: bool = False) -> bytes:
-    """State dict + JSON-able header -> the bytes of a .sqz file (lossless unless raw_float16)."""
+              index_bits: int | str = "auto", max_codebook: int = 256, raw_float16: bool = False,
+              codebook_float16: bool = False) -> bytes:
+    """State dict + JSON-able header -> the bytes of a .sqz file (lossless unless raw_float16 or
+    codebook_float16)."""
     records = [encode_tensor(k, v, coder=coder, index_bits=index_bits, max_codebook=max_codebook,
-                             raw_float16=raw_float16) for k, v in state.items()]
+                             raw_float16=raw_float16, codebook_float16=codebook_float16) for k, v in state.items()]
     return pack(SqzFile(dict(header), records))
 
 
@@ -255,7 +272,9 @@ def pack(sqz: SqzFile) -> bytes:
         for stream in ([t.gaps] if t.sparse else []) + [t.values]:
             table += bytes([CODEC_IDS[stream.codec]]) + codec.write_varint(len(stream.data))
             payload.append(stream.data)
-    body = (MAGIC + struct.pack("<HH", *VERSION) + struct.pack("<BI", encoding, len(head)) + head
+    narrow = any(t.codebook is not None and t.stored is not None for t in sqz.tensors)
+    version = NARROW_BOOK_VERSION if narrow else VERSION
+    body = (MAGIC + struct.pack("<HH", *version) + struct.pack("<BI", encoding, len(head)) + head
             + struct.pack("<I", len(table)) + bytes(table) + b"".join(payload))
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -299,9 +318,9 @@ def read_sqz(data: bytes, *, decode: bool = True) -> SqzFile:
         raise WeightsError("not a .sqz file (bad magic bytes)" if not looks_like_sqz(data)
                            else f"truncated .sqz file ({len(data)} bytes)")
     major, minor = struct.unpack_from("<HH", data, len(MAGIC))
-    if major != VERSION[0]:
+    if major not in READS:
         raise WeightsError(f".sqz format version {major}.{minor} is not one this squeezelab reads "
-                           f"(it reads {VERSION[0]}.x)")
+                           f"(it reads {' and '.join(f'{m}.x' for m in READS)}; a newer squeezelab may)")
     (crc,) = struct.unpack_from("<I", data, len(data) - 4)
     if zlib.crc32(data[:-4]) != crc:
         raise WeightsError("corrupt .sqz file: checksum mismatch (the file was truncated, padded or damaged)")
@@ -310,7 +329,7 @@ def read_sqz(data: bytes, *, decode: bool = True) -> SqzFile:
     table_len = struct.unpack("<I", cur.take(4))[0]
     table = _Cursor(data, cur.pos, cur.pos + table_len, "tensor table")
     cur.take(table_len)
-    records = _read_table(table, cur, len(data))
+    records = _read_table(table, cur, len(data), major)
     if cur.pos != cur.end:
         raise WeightsError(f"corrupt .sqz file: {cur.end - cur.pos} bytes after the last stream")
     sqz = SqzFile(header, records)
@@ -341,7 +360,7 @@ def _read_header(cur: _Cursor) -> dict:
     return header
 
 
-def _read_table(table: _Cursor, payload: _Cursor, file_size: int) -> list[TensorRecord]:
+def _read_table(table: _Cursor, payload: _Cursor, file_size: int, major: int = 1) -> list[TensorRecord]:
     count = table.varint()
     if count > MAX_TENSORS:
         raise WeightsError(f"corrupt .sqz table: claims {count} tensors")
@@ -358,7 +377,9 @@ def _read_table(table: _Cursor, payload: _Cursor, file_size: int) -> list[Tensor
             raise WeightsError(f"corrupt .sqz table: decoding would take {total_bytes + scratch:,} bytes "
                                f"(tensors and their intermediates), more than {MAX_EXPANSION}x the file's "
                                f"{file_size:,}")
-        _read_streams(rec, book_size, table, payload, itemsize, DTYPES[DTYPE_IDS[rec.store_dtype]][1].itemsize)
+        if book_size and rec.stored is not None and major < 2:
+            raise WeightsError(f"corrupt .sqz table: {rec.name} has a float16 codebook in a version {major} file")
+        _read_streams(rec, book_size, table, payload, DTYPES[DTYPE_IDS[rec.store_dtype]][1].itemsize)
         records.append(rec)
     if table.pos != table.end:
         raise WeightsError("corrupt .sqz table: bytes left after the last tensor")
@@ -399,11 +420,10 @@ def _read_record(table: _Cursor) -> tuple[TensorRecord, int]:
     return rec, book_size
 
 
-def _read_streams(rec: TensorRecord, book_size: int, table: _Cursor, payload: _Cursor, itemsize: int,
-                  raw_itemsize: int) -> None:
+def _read_streams(rec: TensorRecord, book_size: int, table: _Cursor, payload: _Cursor, raw_itemsize: int) -> None:
     if book_size:
-        book_dtype = DTYPES[DTYPE_IDS[rec.dtype]][1]
-        rec.codebook = np.frombuffer(payload.take(book_size * itemsize), book_dtype).copy()
+        book_dtype = DTYPES[DTYPE_IDS[rec.store_dtype]][1]
+        rec.codebook = np.frombuffer(payload.take(book_size * book_dtype.itemsize), book_dtype).copy()
     streams = []
     for _ in range(2 if rec.sparse else 1):
         codec_id, length = table.u8(), table.varint()
@@ -413,8 +433,6 @@ def _read_streams(rec: TensorRecord, book_size: int, table: _Cursor, payload: _C
     if rec.sparse:
         rec.gaps = streams.pop(0)
     rec.values = streams[0]
-    if rec.codebook is not None and rec.stored is not None:
-        raise WeightsError(f"corrupt .sqz table: {rec.name} has a codebook and a narrower stored dtype")
     if rec.codebook is None and (rec.values.codec != "raw" or len(rec.values.data) != rec.entries * raw_itemsize):
         raise WeightsError(f"corrupt .sqz table: raw values of {rec.name} must be {rec.entries} x {raw_itemsize} bytes")
 
@@ -425,7 +443,7 @@ def decode_tensor(rec: TensorRecord) -> torch.Tensor:
     try:
         if rec.codebook is not None:
             codes = codec.decode(rec.values.codec, rec.values.data, rec.entries, rec.codebook.size)
-            values = rec.codebook[codes]
+            values = rec.codebook[codes].astype(npdtype, copy=False)
         else:
             stored = DTYPES[DTYPE_IDS[rec.store_dtype]][1]
             values = np.frombuffer(rec.values.data, stored, rec.entries).astype(npdtype)
