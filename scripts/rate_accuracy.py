@@ -26,7 +26,9 @@ top-1 agreement and KL with the 8-bit source on the same images. Without NNCodec
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -275,9 +277,49 @@ def dominated_kl(rows: list[dict], lo: int = 300_000, hi: int = 480_000) -> list
     return lines
 
 
+def pareto(rows: list[dict]) -> list[dict]:
+    """The lossy .sqz points no other .sqz point beats on both bytes and KL, by bytes."""
+    pts = sorted((r for r in rows if r["coder"].startswith(".sqz") and r["kl"] > 0), key=lambda r: (r["bytes"], r["kl"]))
+    out = []
+    for r in pts:
+        if not out or r["kl"] < out[-1]["kl"]:
+            out.append(r)
+    return out
+
+
+def _interp(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def interpolated(rows: list[dict], lo: int = 300_000, hi: int = 480_000) -> list[str]:
+    """For each NNCodec point in [lo, hi] bytes, between the two .sqz Pareto points around it (KL
+    interpolated linearly in log KL against bytes): the .sqz bytes at NNCodec's KL (over NNCodec's) and the
+    .sqz KL at NNCodec's bytes."""
+    front, lines = pareto(rows), []
+    for r in (r for r in rows if r["coder"].startswith("NNCodec") and lo <= r["bytes"] <= hi):
+        by_kl = [(a, b) for a, b in itertools.pairwise(front) if b["kl"] <= r["kl"] <= a["kl"]]
+        by_size = [(a, b) for a, b in itertools.pairwise(front) if a["bytes"] <= r["bytes"] <= b["bytes"]]
+        size = (_interp(math.log(r["kl"]), math.log(by_kl[0][0]["kl"]), math.log(by_kl[0][1]["kl"]),
+                        by_kl[0][0]["bytes"], by_kl[0][1]["bytes"]) if by_kl else None)
+        kl = (math.exp(_interp(r["bytes"], by_size[0][0]["bytes"], by_size[0][1]["bytes"],
+                               math.log(by_size[0][0]["kl"]), math.log(by_size[0][1]["kl"]))) if by_size else None)
+        if size is None and front and r["kl"] > front[0]["kl"]:  # below the smallest .sqz point
+            size_cell = f"< {front[0]['bytes']:,} | < {front[0]['bytes'] / r['bytes']:.2f}"
+        else:
+            size_cell = f"{size:,.0f} | {size / r['bytes']:.2f}" if size else "above the largest .sqz point |"
+        if kl is None and front and r["bytes"] > front[-1]["bytes"]:
+            kl_cell = (f"< {front[-1]['kl']:.4f}" if front[-1]["kl"] <= r["kl"] else
+                       f"none this large (the largest, {front[-1]['bytes']:,} B: {front[-1]['kl']:.4f})")
+        else:
+            kl_cell = f"{kl:.4f}" if kl else "below the smallest .sqz point"
+        lines.append(f"| {r['setting']} | {r['bytes']:,} | {r['kl']:.4f} | {size_cell} | {kl_cell} |")
+    return (["| NNCodec | bytes | KL | .sqz bytes at that KL | ratio | .sqz KL at that size |",
+             "|---|---:|---:|---:|---:|---:|"] + lines) if lines else []
+
+
 def table(rows: list[dict], meta: dict) -> str:
     n = rows[0]["n"] if rows else 0
-    lines = [f"# Rate-accuracy: squeezelab .sqz vs NNCodec, SqueezeNet v1.0 from the authors' 8-bit file", "",
+    lines = ["# Rate-accuracy: squeezelab .sqz vs NNCodec, SqueezeNet v1.0 from the authors' 8-bit file", "",
              f"Command: `{meta['command']}`  ", f"Commit {meta['commit']}, {meta['machine']}, torch {meta['torch']}; "
              f"scored on {n} images ({meta['dataset']}), fp32, the authors' Caffe preprocessing; every point "
              "one-shot from the same source weights, no retraining; the GPTQ / codebook LSQ points calibrate on 256 "
@@ -294,6 +336,8 @@ def table(rows: list[dict], meta: dict) -> str:
     lines += ["", f"With {n} images a top-1 interval is about ±5 points wide: differences of 2-3 images are "
               "within the noise; agreement and KL with the 8-bit model are the finer measures. On KL:", ""]
     lines += dominated_kl(rows) or ["- no NNCodec points"]
+    lines += ["", "The .sqz curve between its Pareto points (KL interpolated linearly in log KL against bytes), at "
+              "each NNCodec point:", ""] + interpolated(rows)
     return "\n".join(lines) + "\n"
 
 
@@ -396,7 +440,9 @@ def _choices(args) -> dict[str, dict]:
            for r in filter(None, args.uniform_rates.split(","))}
     for a in json.loads(Path(args.allocations).read_text())["allocations"]:
         free = ", zeros free" if a["ecq"].get("zeros") == "free" else ""
-        out[f"ECQ per-layer rates for {a['target']}{free} + GPTQ"] = dict(ecq=ECQConfig(**a["ecq"]))
+        bits = sorted({b for n, b in a["ecq"]["bits"].items() if n != "conv1" and a["ecq"]["rate_weight"][n] > 0})
+        mixed = f", bits {bits[0]}-{bits[-1]}" if len(bits) > 1 else ""  # (one-bits names as the earlier rounds')
+        out[f"ECQ per-layer rates for {a['target']}{free}{mixed} + GPTQ"] = dict(ecq=ECQConfig(**a["ecq"]))
     return out
 
 
