@@ -182,11 +182,73 @@ def main() -> None:
     ch.add_argument("--fp16-biases", action="store_true", help="store biases as float16 (code.raw_float16)")
     ch.add_argument("--fp16-codebooks", action="store_true", help="store codebooks as float16 (code.codebook_float16)")
     ch.add_argument("-o", "--out", required=True)
-    for p in (c, ch):
+    pa = sub.add_parser("paired", help="each NNCodec point against the largest .sqz file no larger: paired "
+                        "bootstrap of the KL and top-1 / top-5 differences on the same images")
+    pa.add_argument("--weights", required=True)
+    pa.add_argument("--data-dir", required=True)
+    pa.add_argument("--files", nargs="+", required=True, help="the .sqz files of the curve")
+    pa.add_argument("--resamples", type=int, default=10_000)
+    pa.add_argument("-o", "--out", required=True, help="a JSON file")
+    for p in (c, ch, pa):
         p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: studies may share the cores)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    (curve if args.command == "curve" else choose)(args)
+    {"curve": curve, "choose": choose, "paired": paired}[args.command](args)
+
+
+def per_image(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image: KL(reference || logits), top-1 and top-5 correct (0 / 1)."""
+    kl = torch.nn.functional.kl_div(logits.log_softmax(1), reference.log_softmax(1), log_target=True,
+                                    reduction="none").sum(1)
+    top5 = logits.topk(5, dim=1).indices
+    return {"kl": kl.double(), "top1": (top5[:, 0] == labels).double(), "top5": (top5 == labels[:, None]).any(1).double()}
+
+
+def bootstrap_diff(a: torch.Tensor, b: torch.Tensor, resamples: int, seed: int = 0) -> tuple[float, float, float]:
+    """mean(a - b) over the images and its 95% percentile interval, images resampled with replacement."""
+    g = torch.Generator().manual_seed(seed)
+    d = a - b
+    idx = torch.randint(len(d), (resamples, len(d)), generator=g)
+    means = d[idx].mean(1)
+    return float(d.mean()), float(means.quantile(0.025)), float(means.quantile(0.975))
+
+
+def paired(args) -> None:
+    """Is the .sqz curve at least as accurate as NNCodec at NNCodec's sizes, beyond the images' noise? For
+    each NNCodec point in 300-480 KB: the largest .sqz file no larger, scored on the same images, and the
+    bootstrap interval of the per-image differences (KL to the 8-bit model; top-1 / top-5 in points)."""
+    w = load_weights(args.weights)
+    preset = get_preset(w.preset)
+    data = load_dataset("image-list", args.data_dir, "val", preset=preset.name)
+    x = [preset.eval(data.images[i:i + 50]) for i in range(0, len(data), 50)]
+    reference = logits_of(model_from_weights(w), x)
+    files = sorted(((Path(f).stat().st_size, Path(f)) for f in args.files), key=lambda t: t[0])
+    rows = []
+    for qp in NNC_QPS:
+        state, n_bytes = nncodec_state(w, qp)
+        fits = [(n, f) for n, f in files if n <= n_bytes]
+        if not 300_000 <= n_bytes <= 480_000 or not fits:
+            continue
+        ours_bytes, ours = fits[-1]
+        theirs = per_image(logits_of(model_from_weights(
+            LoadedWeights(state, w.source, w.model_name, w.model_options, w.num_classes, w.preset)), x), reference,
+            data.labels)
+        mine = per_image(logits_of(model_from_weights(load_weights(ours)), x), reference, data.labels)
+        row = {"nncodec": f"qp {qp}", "nncodec_bytes": n_bytes, "sqz": ours.name, "sqz_bytes": ours_bytes,
+               "nncodec_kl": float(theirs["kl"].mean()), "sqz_kl": float(mine["kl"].mean())}
+        for k, sign in (("kl", -1), ("top1", 1), ("top5", 1)):  # (sign: + when .sqz is the better)
+            m, lo, hi = bootstrap_diff(mine[k], theirs[k], args.resamples)
+            row[k + "_diff"] = [sign * m] + sorted([sign * lo, sign * hi])
+        rows.append(row)
+        print(f"qp {qp} ({n_bytes:,} B, KL {row['nncodec_kl']:.4f}) vs {ours.name} ({ours_bytes:,} B, KL "
+              f"{row['sqz_kl']:.4f}): KL lower by {row['kl_diff'][0]:.4f} [{row['kl_diff'][1]:.4f}, "
+              f"{row['kl_diff'][2]:.4f}]; top-1 {100 * row['top1_diff'][0]:+.1f} [{100 * row['top1_diff'][1]:+.1f}, "
+              f"{100 * row['top1_diff'][2]:+.1f}] points; top-5 {100 * row['top5_diff'][0]:+.1f} "
+              f"[{100 * row['top5_diff'][1]:+.1f}, {100 * row['top5_diff'][2]:+.1f}]", flush=True)
+    Path(args.out).write_text(json.dumps({"command": "python scripts/rate_accuracy.py paired " + " ".join(
+        f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}" for k, v in vars(args).items()
+        if v and k not in ("command", "threads")), "images": len(data), "resamples": args.resamples, "rows": rows},
+        indent=1))
 
 
 def curve(args) -> None:

@@ -39,3 +39,18 @@ def test_bytes_at_equal_kl_and_kl_at_equal_size_interpolate_in_log_kl():
     assert "above the largest" in qp38 and "< 0.0100" not in qp38  # 0.01 > 0.005: not as accurate
     qp26 = next(line for line in lines if line.startswith("| qp -26 "))
     assert "< 300,000" in qp26  # less accurate than the smallest .sqz point: its bytes bound ours
+
+
+def test_the_paired_bootstrap_interval_covers_the_mean_difference_and_shrinks_with_more_images():
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(300, generator=g, dtype=torch.float64), torch.rand(300, generator=g, dtype=torch.float64)
+    m, lo, hi = rate_accuracy.bootstrap_diff(a + 0.1, b, 2000)
+    assert m == pytest.approx(float((a + 0.1 - b).mean())) and lo < m < hi and lo > 0  # a shift of 0.1 is resolved
+    big = torch.rand(3000, generator=g, dtype=torch.float64)
+    _, lo2, hi2 = rate_accuracy.bootstrap_diff(big, torch.rand(3000, generator=g, dtype=torch.float64), 2000)
+    assert hi2 - lo2 < (hi - lo) / 2  # ~1/sqrt(10) as wide
+    logits = torch.tensor([[3.0, 1.0, 0.0, 0, 0, 0], [0.0, 2.0, 1.0, 0, 0, 0]])
+    per = rate_accuracy.per_image(logits, logits, torch.tensor([0, 0]))
+    assert per["kl"].abs().max() < 1e-6 and per["top1"].tolist() == [1.0, 0.0] and per["top5"].tolist() == [1.0, 1.0]
