@@ -195,7 +195,8 @@ def options(entry: dict, kl_floor: float = 0.0) -> list[tuple[int, float, tuple[
         (entry["base_bytes"], 0.0, None)]
 
 
-def allocation(scan: dict, lam: float, kl_floor: float = 0.0) -> dict[str, tuple[int, float, float | None]]:
+def allocation(scan: dict, lam: float,
+               kl_floor: float = 0.0) -> dict[str, tuple[int, float, tuple[int, float] | None]]:
     """Each layer's option minimising KL + lam x bytes."""
     return {name: min(options(e, kl_floor), key=lambda o: o[1] + lam * o[0]) for name, e in scan["layers"].items()}
 
