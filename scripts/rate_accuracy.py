@@ -135,14 +135,19 @@ def logits_of(net: torch.nn.Module, batches: list[torch.Tensor]) -> torch.Tensor
     return torch.cat([net(b).float() for b in batches])
 
 
+def per_image(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image: KL(reference || logits), top-1 and top-5 correct (0 / 1)."""
+    kl = torch.nn.functional.kl_div(logits.log_softmax(1), reference.log_softmax(1), log_target=True,
+                                    reduction="none").sum(1)
+    top5 = logits.topk(5, dim=1).indices
+    return {"kl": kl.double(), "top1": (top5[:, 0] == labels).double(), "top5": (top5 == labels[:, None]).any(1).double()}
+
+
 def scores(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> dict:
     """Top-1 / top-5 counts, top-1 agreement with the reference and mean KL(reference || logits)."""
-    top5 = logits.topk(5, dim=1).indices
-    kl = torch.nn.functional.kl_div(logits.log_softmax(1), reference.log_softmax(1), log_target=True,
-                                    reduction="batchmean")
-    return {"n": len(labels), "top1": int((top5[:, 0] == labels).sum()),
-            "top5": int((top5 == labels[:, None]).any(1).sum()),
-            "agreement": float((top5[:, 0] == reference.argmax(1)).float().mean()), "kl": float(kl)}
+    p = per_image(logits, reference, labels)
+    return {"n": len(labels), "top1": int(p["top1"].sum()), "top5": int(p["top5"].sum()),
+            "agreement": float((logits.argmax(1) == reference.argmax(1)).float().mean()), "kl": float(p["kl"].mean())}
 
 
 def _json(path: Path) -> dict:
@@ -194,14 +199,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     {"curve": curve, "choose": choose, "paired": paired}[args.command](args)
-
-
-def per_image(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per image: KL(reference || logits), top-1 and top-5 correct (0 / 1)."""
-    kl = torch.nn.functional.kl_div(logits.log_softmax(1), reference.log_softmax(1), log_target=True,
-                                    reduction="none").sum(1)
-    top5 = logits.topk(5, dim=1).indices
-    return {"kl": kl.double(), "top1": (top5[:, 0] == labels).double(), "top5": (top5 == labels[:, None]).any(1).double()}
 
 
 def bootstrap_diff(a: torch.Tensor, b: torch.Tensor, resamples: int, seed: int = 0) -> tuple[float, float, float]:
