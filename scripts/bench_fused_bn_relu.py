@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.cpp_extension import load
 
-from squeezelab.models import create_model
+from bench_step_bound import cpu_scale_step  # (scripts/, beside this one)
 
 torch.set_num_threads(1)
 ext = load("squeezelab_bn_relu_bench", [str(Path(__file__).with_name("bn_relu_kernel.cpp"))],
@@ -109,20 +109,7 @@ def blocks():
 
 
 def step_fn(fused: bool, x, y):
-    torch.manual_seed(0)
-    m = create_model("squeezenet1_0", num_classes=10, stem="imagenet", bn_fire=True, bn_conv1=True,
-                     head_act="none", base_e=64, incr_e=64).train().to(memory_format=torch.channels_last)
-    m = fuse(m) if fused else m
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    crit = nn.CrossEntropyLoss(label_smoothing=0.1)
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = crit(m(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return step
+    return cpu_scale_step(x, y, fuse if fused else lambda m: m)
 
 
 def whole_step(rounds: int, steps: int, bs: int = 32):

@@ -40,30 +40,20 @@ def keep_freed_memory() -> None:
         raise SystemExit("mallopt refused (not glibc?)")
 
 
-def child(variant: str, steps: int, keep: bool) -> dict:
-    """One variant in a fresh process: the allocator's state is then that of a run training only it."""
+def cpu_scale_step(x, y, transform=lambda m: m):
+    """One SGD step of the cpu scale's model as the studies train it, on fixed data; ``transform`` edits the
+    model first (the variants here, the fused kernel of scripts/bench_fused_bn_relu.py)."""
     import torch
     from torch import nn
 
     from squeezelab.models import create_model
 
-    if keep:
-        keep_freed_memory()
-    torch.set_num_threads(1)
-    bs, bare = next((bs, bare) for name, bs, bare in VARIANTS if name == variant)
     torch.manual_seed(0)
     m = create_model("squeezenet1_0", num_classes=10, stem="imagenet", bn_fire=True, bn_conv1=True,
-                     head_act="none", base_e=64, incr_e=64)
-    if bare:
-        for parent in list(m.modules()):
-            for name, c in parent.named_children():
-                if isinstance(c, (nn.BatchNorm2d, nn.ReLU, nn.Dropout)):
-                    setattr(parent, name, nn.Identity())
-    m = m.train().to(memory_format=torch.channels_last)
+                     head_act="none", base_e=64, incr_e=64).train().to(memory_format=torch.channels_last)
+    m = transform(m)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = torch.randn(bs, 3, 64, 64).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (bs,))
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -71,7 +61,31 @@ def child(variant: str, steps: int, keep: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    return step
 
+
+def _bare(m):
+    """Every BatchNorm, ReLU and Dropout replaced by identity."""
+    from torch import nn
+
+    for parent in list(m.modules()):
+        for name, c in parent.named_children():
+            if isinstance(c, (nn.BatchNorm2d, nn.ReLU, nn.Dropout)):
+                setattr(parent, name, nn.Identity())
+    return m
+
+
+def child(variant: str, steps: int, keep: bool) -> dict:
+    """One variant in a fresh process: the allocator's state is then that of a run training only it."""
+    import torch
+
+    if keep:
+        keep_freed_memory()
+    torch.set_num_threads(1)
+    bs, bare = next((bs, bare) for name, bs, bare in VARIANTS if name == variant)
+    x = torch.randn(bs, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (bs,))
+    step = cpu_scale_step(x, y, _bare if bare else lambda m: m)
     for _ in range(3):
         step()
     n = max(2, steps * 32 // bs)  # the same images per variant
